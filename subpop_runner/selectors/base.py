@@ -1,0 +1,127 @@
+"""What every selector returns, and the ranking shared by all of them.
+
+Ranking follows the authors' protocol: subpopulations without test points are skipped (and
+counted), the rest are ordered by a clean model's mean confidence in the true class on the
+subpopulation's aux points, lowest first (lower confidence = closer to the decision boundary,
+CCS version Sec. 5.4), and then all of them, or the N lowest / middle / highest, are attacked.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from subpop_runner.data.splits import Part, Splits
+from subpop_runner.errors import ConfigError
+
+TAKE_OPTIONS = ("all", "lowest", "middle", "highest")
+
+
+@dataclass(frozen=True)
+class Subpopulation:
+    """A filter function's footprint: which aux / train / test points it selects."""
+
+    id: int
+    description: str
+    aux: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    clean_confidence: float = float("nan")
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"aux": int(self.aux.sum()), "train": int(self.train.sum()),
+                "test": int(self.test.sum())}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Every candidate subpopulation, with why it was or was not attacked."""
+
+    candidates: list[Subpopulation]
+    status: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def attacked(self) -> list[Subpopulation]:
+        return [s for s in self.candidates if self.status[s.id] == "attacked"]
+
+    def count(self, status: str) -> int:
+        return sum(1 for value in self.status.values() if value == status)
+
+
+class Selector(ABC):
+    """Builds candidate subpopulations from the aux set only, then ranks them."""
+
+    uses_surrogate = False
+
+    def __init__(self, *, take: Sequence[str] = ("all",), n: int | None = None) -> None:
+        unknown = sorted(set(take) - set(TAKE_OPTIONS))
+        if not take or unknown:
+            raise ConfigError(
+                f"selector.take must be a non-empty list of {list(TAKE_OPTIONS)}, got {list(take)}"
+            )
+        if "all" not in take and (n is None or n < 1):
+            raise ConfigError(f"selector.n must be >= 1 when take={list(take)}, got {n}")
+        self.take, self.n = tuple(take), n
+
+    def check(self, splits: Splits) -> None:
+        """Raise `ConfigError` if the settings cannot work on these splits (before training)."""
+
+    @abstractmethod
+    def candidates(self, splits: Splits, surrogate: object | None) -> list[Subpopulation]:
+        """All subpopulations the filter family defines on these splits."""
+
+    def select(
+        self, splits: Splits, clean_proba_aux: np.ndarray, surrogate: object | None = None
+    ) -> Selection:
+        found = [
+            replace(s, clean_confidence=mean_confidence(clean_proba_aux, splits.aux.y, s.aux))
+            for s in self.candidates(splits, surrogate)
+        ]
+        status = {s.id: "no test points" for s in found if not s.test.any()}
+        ranked = sorted((s for s in found if s.test.any()), key=lambda s: s.clean_confidence)
+        chosen = {s.id for s in take_ranked(ranked, self.take, self.n)}
+        status |= {s.id: "attacked" if s.id in chosen else "not selected" for s in ranked}
+        return Selection(ranked + [s for s in found if not s.test.any()], status)
+
+
+def mean_confidence(proba: np.ndarray, labels: np.ndarray, members: np.ndarray) -> float:
+    """Mean probability a model gives the true class, over the member points."""
+    if not members.any():
+        return float("nan")
+    return float(proba[members, labels[members]].mean())
+
+
+def take_ranked(ranked: list, take: Sequence[str], n: int | None) -> list:
+    """The ``all`` of ``ranked`` or the union of its ``n`` lowest / middle / highest items."""
+    if "all" in take:
+        return list(ranked)
+    middle = max(0, (len(ranked) - n) // 2)
+    windows = {"lowest": ranked[:n], "middle": ranked[middle : middle + n],
+               "highest": ranked[-n:]}
+    picked = {id(item) for option in take for item in windows[option]}
+    return [item for item in ranked if id(item) in picked]
+
+
+def describe(annotations: object, members: np.ndarray, top: int = 3) -> str:
+    """A short human description of a subpopulation from its points' annotations."""
+    if annotations is None or not members.any():
+        return ""
+    shares = [
+        (share, f"{column}={value} ({share:.0%})")
+        for column in annotations.columns
+        for value, share in annotations.loc[members, column].value_counts(normalize=True)
+        .head(1).items()
+    ]
+    return ", ".join(text for _, text in sorted(shares, reverse=True)[:top])
+
+
+def member_mask(part: Part, values: dict[str, str]) -> np.ndarray:
+    """Points of ``part`` whose annotations equal ``values`` on every column."""
+    mask = np.ones(len(part), dtype=bool)
+    for column, value in values.items():
+        mask &= (part.annotations[column] == value).to_numpy()
+    return mask

@@ -1,0 +1,84 @@
+"""ClusterMatch (paper Alg. 2): subpopulations are KMeans clusters of a representation.
+
+A surrogate model is trained on the aux set; its chosen layer (``representation="hidden"``,
+the last hidden layer, which the paper's Table 3 finds attacks best; or ``"input"``) is
+projected by PCA and clustered by KMeans, both fitted on aux only. A point of train or test
+belongs to the cluster whose centre is closest to its projection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+from subpop_runner.data.splits import Splits
+from subpop_runner.errors import ConfigError
+from subpop_runner.selectors.base import Selector, Subpopulation, describe
+
+log = logging.getLogger(__name__)
+
+REPRESENTATIONS = ("input", "hidden")
+
+
+class ClusterMatch(Selector):
+    def __init__(
+        self,
+        *,
+        k: int = 100,
+        representation: str = "hidden",
+        pca_components: int | None = 10,
+        random_state: int = 0,
+        take: Sequence[str] = ("all",),
+        n: int | None = None,
+    ) -> None:
+        super().__init__(take=take, n=n)
+        if k < 1:
+            raise ConfigError(f"selector.k must be >= 1, got {k}")
+        if representation not in REPRESENTATIONS:
+            raise ConfigError(
+                f"selector.representation must be one of {list(REPRESENTATIONS)}, "
+                f"got {representation!r}"
+            )
+        if pca_components is not None and pca_components < 1:
+            raise ConfigError(f"selector.pca_components must be >= 1 or null, got {pca_components}")
+        self.k, self.representation = k, representation
+        self.pca_components, self.random_state = pca_components, random_state
+        self.uses_surrogate = representation != "input"
+
+    def check(self, splits: Splits) -> None:
+        if self.k > len(splits.aux):
+            raise ConfigError(
+                f"selector.k={self.k} is larger than the aux set ({len(splits.aux)} points): "
+                f"choose selector.k <= {len(splits.aux)}"
+            )
+
+    def represent(self, x: np.ndarray, surrogate: object | None) -> np.ndarray:
+        return x if self.representation == "input" else surrogate.hidden(x)[0]
+
+    def candidates(self, splits: Splits, surrogate: object | None = None) -> list[Subpopulation]:
+        parts = {name: self.represent(getattr(splits, name).x, surrogate)
+                 for name in ("aux", "train", "test")}
+        components = self.pca_components
+        if components is not None and components > min(parts["aux"].shape):
+            log.warning("PCA to %d dims asked; representation has %s, keeping all",
+                        components, parts["aux"].shape[1])
+            components = min(parts["aux"].shape)
+        pca = PCA(n_components=components, random_state=self.random_state).fit(parts["aux"])
+        kmeans = KMeans(n_clusters=self.k, n_init="auto", random_state=self.random_state)
+        kmeans.fit(pca.transform(parts["aux"]))
+        labels = {name: kmeans.predict(pca.transform(rep)) for name, rep in parts.items()}
+        return [
+            Subpopulation(
+                id=cluster,
+                description=f"cluster {cluster}: "
+                + describe(splits.aux.annotations, labels["aux"] == cluster),
+                aux=labels["aux"] == cluster,
+                train=labels["train"] == cluster,
+                test=labels["test"] == cluster,
+            )
+            for cluster in range(self.k)
+        ]
