@@ -2,4 +2,4 @@
 
 
 class ConfigError(ValueError):
-    """A wrong config value, a missing file or an unreachable service; the message names the fix."""
+    """Wrong config value, missing file or unreachable service; the message names the fix."""

@@ -52,14 +52,20 @@ def subpop_table(
     attacked = {p.subpop_id: (p, poisoned_pred[i]) for i, p in enumerate(poison_sets)}
     rows = []
     for s in selection.candidates:
-        row = {"id": s.id, "description": s.description, "status": selection.status[s.id],
-               **{f"{k}_size": v for k, v in s.sizes.items()},
-               "clean_confidence": s.clean_confidence}
+        row = {
+            "id": s.id,
+            "description": s.description,
+            "status": selection.status[s.id],
+            **{f"{k}_size": v for k, v in s.sizes.items()},
+            "clean_confidence": s.clean_confidence,
+        }
         if s.id in attacked:
             poison, pred = attacked[s.id]
-            row |= {"poison_count": len(poison),
-                    "flip_label": int(poison.y[0]) if len(poison) else None,
-                    **damage(clean_pred, pred, y_test, s.test)}
+            row |= {
+                "poison_count": len(poison),
+                "flip_label": int(poison.y[0]) if len(poison) else None,
+                **damage(clean_pred, pred, y_test, s.test),
+            }
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -51,44 +51,67 @@ def run(cfg: DictConfig, run_name: str = "run", sweep_dir: str | None = None) ->
     from subpop_runner.training import train_victims  # imports Lightning: only once work starts
 
     train = partial(
-        train_victims, model=build(cfg, "model"), trainer=build(cfg, "trainer"),
-        seed=cfg.seed, batched=cfg.training.batched, memory_mb=cfg.training.memory_mb,
+        train_victims,
+        model=build(cfg, "model"),
+        trainer=build(cfg, "trainer"),
+        seed=cfg.seed,
+        batched=cfg.training.batched,
+        memory_mb=cfg.training.memory_mb,
     )
     no_poison = [PoisonSet.empty(splits.n_features)]
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     with tracker.job_run(cfg.name, run_name, params, sweep_dir) as mlflow_run:
         clean = train(splits.train, no_poison, description="clean victim")
         clean_proba_aux = clean.predict_proba(splits.aux.x)[0]
-        surrogate = (train(splits.aux, no_poison, description="surrogate on aux")
-                     if selector.uses_surrogate else None)
+        surrogate = (
+            train(splits.aux, no_poison, description="surrogate on aux")
+            if selector.uses_surrogate
+            else None
+        )
         selection = selector.select(splits, clean_proba_aux, surrogate)  # 2. select
-        log.info("%d candidate subpopulations, %d attacked, %d without test points",
-                 len(selection.candidates), len(selection.attacked),
-                 selection.count("no test points"))
-        poison_sets = [attack.poison(s, splits.aux, clean_proba_aux, cfg.seed)  # 3. poison
-                       for s in selection.attacked]
+        log.info(
+            "%d candidate subpopulations, %d attacked, %d without test points",
+            len(selection.candidates),
+            len(selection.attacked),
+            selection.count("no test points"),
+        )
+        poison_sets = [
+            attack.poison(s, splits.aux, clean_proba_aux, cfg.seed)  # 3. poison
+            for s in selection.attacked
+        ]
         # 4. defend: no defense family is configured yet; victims train on train ∪ poison.
         poisoned = train(splits.train, poison_sets, description="poisoned victims")  # 5. train
         clean_pred = clean.predict(splits.test.x)[0]  # 6. measure
-        table = subpop_table(selection, poison_sets, clean_pred,
-                             poisoned.predict(splits.test.x), splits.test.y)
+        table = subpop_table(
+            selection, poison_sets, clean_pred, poisoned.predict(splits.test.x), splits.test.y
+        )
         summary = summarize(table, float((clean_pred == splits.test.y).mean()))
         mlflow_run.log_metrics(summary)
-        mlflow_run.log_files({
-            "subpops.csv": table,
-            "poison.csv": provenance(poison_sets),
-            "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
-        })
-    log.info("clean accuracy %.3f; target damage worst-1/5/10: %.3f / %.3f / %.3f",
-             summary["clean_accuracy"], summary["target_damage/worst1"],
-             summary["target_damage/worst5"], summary["target_damage/worst10"])
+        mlflow_run.log_files(
+            {
+                "subpops.csv": table,
+                "poison.csv": provenance(poison_sets),
+                "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+            }
+        )
+    log.info(
+        "clean accuracy %.3f; target damage worst-1/5/10: %.3f / %.3f / %.3f",
+        summary["clean_accuracy"],
+        summary["target_damage/worst1"],
+        summary["target_damage/worst5"],
+        summary["target_damage/worst10"],
+    )
     return Result(summary, table, mlflow_run.run_id)
 
 
 def provenance(poison_sets: list[PoisonSet]) -> pd.DataFrame:
     """Every poison point: its subpopulation, the aux row it copies, and its label."""
-    return pd.DataFrame({
-        "subpop_id": np.concatenate([np.full(len(p), p.subpop_id) for p in poison_sets] or [[]]),
-        "aux_index": np.concatenate([p.source_index for p in poison_sets] or [[]]),
-        "label": np.concatenate([p.y for p in poison_sets] or [[]]),
-    })
+    return pd.DataFrame(
+        {
+            "subpop_id": np.concatenate(
+                [np.full(len(p), p.subpop_id) for p in poison_sets] or [[]]
+            ),
+            "aux_index": np.concatenate([p.source_index for p in poison_sets] or [[]]),
+            "label": np.concatenate([p.y for p in poison_sets] or [[]]),
+        }
+    )

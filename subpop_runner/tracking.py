@@ -75,15 +75,20 @@ class Tracker:
 
     @contextlib.contextmanager
     def job_run(
-        self, experiment: str, run_name: str, params: Mapping[str, Any],
+        self,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, Any],
         sweep_dir: str | None = None,
     ) -> Iterator[JobRun]:
         """A run for one job; FINISHED on success, FAILED (and its parent too) on error."""
         experiment_id = self.experiment_id(experiment)
         tags = {ROLE: "job"}
         if sweep_dir is not None:
-            tags |= {"mlflow.parentRunId": self._parent(experiment_id, sweep_dir),
-                     SWEEP_DIR: sweep_dir}
+            tags |= {
+                "mlflow.parentRunId": self._parent(experiment_id, sweep_dir),
+                SWEEP_DIR: sweep_dir,
+            }
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         job = JobRun(self.client, run.info.run_id)
         job.log_params(params)
@@ -104,7 +109,8 @@ class Tracker:
             if found:
                 return found[0].info.run_id
             run = self.client.create_run(
-                experiment_id, run_name=f"sweep {Path(sweep_dir).name}",
+                experiment_id,
+                run_name=f"sweep {Path(sweep_dir).name}",
                 tags={ROLE: "sweep", SWEEP_DIR: sweep_dir},
             )
             return run.info.run_id
@@ -114,7 +120,8 @@ class Tracker:
             experiment_ids = [e.experiment_id for e in self.client.search_experiments()]
         path = sweep_dir.replace("'", "\\'")
         return self.client.search_runs(
-            experiment_ids, filter_string=f"tags.`{SWEEP_DIR}` = '{path}' and tags.`{ROLE}` = 'sweep'"
+            experiment_ids,
+            filter_string=f"tags.`{SWEEP_DIR}` = '{path}' and tags.`{ROLE}` = 'sweep'",
         )
 
     def finish_sweep(self, sweep_dir: str) -> None:
@@ -201,8 +208,10 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 @contextlib.contextmanager
 def _quick_http(timeout_s: float) -> Iterator[None]:
     """MLflow retries HTTP calls for minutes by default; a reachability check should not."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s))}
+    settings = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
+    }
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:

@@ -185,8 +185,9 @@ def train_victims(
     else:
         size = 1
     chunks, epochs = [], []
-    with tqdm(total=len(poison_sets), desc=description, unit="victim", leave=False,
-              mininterval=1.0) as bar:
+    with tqdm(
+        total=len(poison_sets), desc=description, unit="victim", leave=False, mininterval=1.0
+    ) as bar:
         for start in range(0, len(poison_sets), size):
             part = poison_sets[start : start + size]
             module = model(
@@ -205,7 +206,10 @@ def train_victims(
             epochs.append(fit.current_epoch)
     log.info(
         "trained %d %s in %d chunk(s), %s epochs",
-        len(poison_sets), description, len(chunks), _span(epochs),
+        len(poison_sets),
+        description,
+        len(chunks),
+        _span(epochs),
     )
     return Victims(chunks, epochs)
 

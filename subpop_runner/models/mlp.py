@@ -113,14 +113,19 @@ class MLP(L.LightningModule):
     def _batch_loss(self, step: Epoch) -> tuple[Tensor, Tensor]:
         """sklearn's per-batch loss of every victim: mean CE + 0.5*l2*||W||^2 / batch size."""
         if self.n_victims == 1:  # a lone victim's poison rows simply join the batch
-            step = step._replace(x=torch.cat([step.x, step.poison_x]),
-                                 y=torch.cat([step.y, step.poison_y]), poison_y=step.poison_y[:0])
-        ce = nn.functional.cross_entropy(self(step.x).transpose(1, 2), step.y.expand(
-            self.n_victims, -1), reduction="none").sum(1)
+            step = step._replace(
+                x=torch.cat([step.x, step.poison_x]),
+                y=torch.cat([step.y, step.poison_y]),
+                poison_y=step.poison_y[:0],
+            )
+        ce = nn.functional.cross_entropy(
+            self(step.x).transpose(1, 2), step.y.expand(self.n_victims, -1), reduction="none"
+        ).sum(1)
         count = torch.full((self.n_victims,), float(len(step.y)), device=self.device)
         if len(step.poison_y):
             row_ce = nn.functional.cross_entropy(
-                self.forward_rows(step.poison_x, step.poison_victim), step.poison_y,
+                self.forward_rows(step.poison_x, step.poison_victim),
+                step.poison_y,
                 reduction="none",
             )
             ce = ce.index_add(0, step.poison_victim, row_ce)

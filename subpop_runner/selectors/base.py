@@ -33,8 +33,11 @@ class Subpopulation:
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"aux": int(self.aux.sum()), "train": int(self.train.sum()),
-                "test": int(self.test.sum())}
+        return {
+            "aux": int(self.aux.sum()),
+            "train": int(self.train.sum()),
+            "test": int(self.test.sum()),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Selector(ABC):
             raise ConfigError(f"selector.n must be >= 1 when take={list(take)}, got {n}")
         self.take, self.n = tuple(take), n
 
-    def check(self, splits: Splits) -> None:
+    def check(self, splits: Splits) -> None:  # noqa: B027 - most selectors need no check
         """Raise `ConfigError` if the settings cannot work on these splits (before training)."""
 
     @abstractmethod
@@ -100,8 +103,7 @@ def take_ranked(ranked: list, take: Sequence[str], n: int | None) -> list:
     if "all" in take:
         return list(ranked)
     middle = max(0, (len(ranked) - n) // 2)
-    windows = {"lowest": ranked[:n], "middle": ranked[middle : middle + n],
-               "highest": ranked[-n:]}
+    windows = {"lowest": ranked[:n], "middle": ranked[middle : middle + n], "highest": ranked[-n:]}
     picked = {id(item) for option in take for item in windows[option]}
     return [item for item in ranked if id(item) in picked]
 
@@ -113,8 +115,10 @@ def describe(annotations: object, members: np.ndarray, top: int = 3) -> str:
     shares = [
         (share, f"{column}={value} ({share:.0%})")
         for column in annotations.columns
-        for value, share in annotations.loc[members, column].value_counts(normalize=True)
-        .head(1).items()
+        for value, share in annotations.loc[members, column]
+        .value_counts(normalize=True)
+        .head(1)
+        .items()
     ]
     return ", ".join(text for _, text in sorted(shares, reverse=True)[:top])
 

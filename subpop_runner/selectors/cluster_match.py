@@ -44,7 +44,9 @@ class ClusterMatch(Selector):
                 f"got {representation!r}"
             )
         if pca_components is not None and pca_components < 1:
-            raise ConfigError(f"selector.pca_components must be >= 1 or null, got {pca_components}")
+            raise ConfigError(
+                f"selector.pca_components must be >= 1 or null, got {pca_components}"
+            )
         self.k, self.representation = k, representation
         self.pca_components, self.random_state = pca_components, random_state
         self.uses_surrogate = representation != "input"
@@ -60,12 +62,17 @@ class ClusterMatch(Selector):
         return x if self.representation == "input" else surrogate.hidden(x)[0]
 
     def candidates(self, splits: Splits, surrogate: object | None = None) -> list[Subpopulation]:
-        parts = {name: self.represent(getattr(splits, name).x, surrogate)
-                 for name in ("aux", "train", "test")}
+        parts = {
+            name: self.represent(getattr(splits, name).x, surrogate)
+            for name in ("aux", "train", "test")
+        }
         components = self.pca_components
         if components is not None and components > min(parts["aux"].shape):
-            log.warning("PCA to %d dims asked; representation has %s, keeping all",
-                        components, parts["aux"].shape[1])
+            log.warning(
+                "PCA to %d dims asked; representation has %s, keeping all",
+                components,
+                parts["aux"].shape[1],
+            )
             components = min(parts["aux"].shape)
         pca = PCA(n_components=components, random_state=self.random_state).fit(parts["aux"])
         kmeans = KMeans(n_clusters=self.k, n_init="auto", random_state=self.random_state)

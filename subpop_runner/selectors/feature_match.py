@@ -28,7 +28,8 @@ class FeatureMatch(Selector):
             raise ConfigError("selector.columns must name at least one annotation column")
         if min_size < 1 or max_size < min_size:
             raise ConfigError(
-                f"selector size bounds need 1 <= min_size <= max_size, got [{min_size}, {max_size}]"
+                "selector size bounds need 1 <= min_size <= max_size, "
+                f"got [{min_size}, {max_size}]"
             )
         self.columns, self.min_size, self.max_size = list(columns), min_size, max_size
 
@@ -47,13 +48,16 @@ class FeatureMatch(Selector):
         kept = sizes[(sizes >= self.min_size) & (sizes <= self.max_size)]
         found = []
         for index, key in enumerate(kept.index):
-            values = dict(zip(self.columns, key if isinstance(key, tuple) else (key,),
-                              strict=True))
-            found.append(Subpopulation(
-                id=index,
-                description=", ".join(f"{c}={v}" for c, v in values.items()),
-                aux=member_mask(splits.aux, values),
-                train=member_mask(splits.train, values),
-                test=member_mask(splits.test, values),
-            ))
+            values = dict(
+                zip(self.columns, key if isinstance(key, tuple) else (key,), strict=True)
+            )
+            found.append(
+                Subpopulation(
+                    id=index,
+                    description=", ".join(f"{c}={v}" for c, v in values.items()),
+                    aux=member_mask(splits.aux, values),
+                    train=member_mask(splits.train, values),
+                    test=member_mask(splits.test, values),
+                )
+            )
         return found
