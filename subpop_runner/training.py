@@ -40,13 +40,14 @@ for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accel
 
 
 class Step(NamedTuple):
-    """One mini-batch: a block of shared train rows plus the poison rows drawn into it."""
+    """One mini-batch: a block of train rows shared by all victims, plus each victim's own
+    poison rows for this step, padded to ``[V, r, d]`` (``poison_weight`` 0 marks padding)."""
 
     x: Tensor
     y: Tensor
     poison_x: Tensor
     poison_y: Tensor
-    poison_victim: Tensor
+    poison_weight: Tensor
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Epoch:
     rows are shuffled and cut into blocks of ``batch_size`` (shared by all victims), and each
     poison point lands in a uniformly random block. So a victim's batch is a block plus the
     few poison points drawn into it, and a victim trained alone (V=1) gets the same procedure.
+    Poison rows are sorted by (step, victim); ``poison_slot`` is a row's rank among its
+    victim's rows in that step.
     """
 
     x: Tensor
@@ -64,20 +67,25 @@ class Epoch:
     poison_x: Tensor
     poison_y: Tensor
     poison_victim: Tensor
+    poison_slot: Tensor
     poison_bounds: list[int]
     sizes: Tensor
     batch_size: int
 
     def steps(self) -> Iterator[Step]:
+        n_victims = len(self.sizes)
         for i, start in enumerate(range(0, len(self.y), self.batch_size)):
             lo, hi = self.poison_bounds[i], self.poison_bounds[i + 1]
-            yield Step(
-                self.x[start : start + self.batch_size],
-                self.y[start : start + self.batch_size],
-                self.poison_x[lo:hi],
-                self.poison_y[lo:hi],
-                self.poison_victim[lo:hi],
-            )
+            victim, slot = self.poison_victim[lo:hi], self.poison_slot[lo:hi]
+            width = int(slot.max()) + 1 if hi > lo else 0
+            rows = self.poison_x.new_zeros(n_victims, width, self.x.shape[1])
+            labels = self.poison_y.new_zeros(n_victims, width)
+            weight = self.x.new_zeros(n_victims, width)
+            rows[victim, slot] = self.poison_x[lo:hi]
+            labels[victim, slot] = self.poison_y[lo:hi]
+            weight[victim, slot] = 1.0
+            end = start + self.batch_size
+            yield Step(self.x[start:end], self.y[start:end], rows, labels, weight)
 
 
 class PoisonedEpochs(IterableDataset):
@@ -99,14 +107,16 @@ class PoisonedEpochs(IterableDataset):
     def __iter__(self) -> Iterator[Epoch]:
         order = torch.randperm(len(self.y), generator=self.generator)
         step = torch.randint(self.n_steps, (len(self.poison_y),), generator=self.generator)
-        step, by_step = step.sort(stable=True)
-        bounds = torch.searchsorted(step, torch.arange(self.n_steps + 1))
+        key, by_key = (step * len(self.sizes) + self.poison_victim).sort(stable=True)
+        first_of_key = torch.searchsorted(key, key)
+        bounds = torch.searchsorted(step[by_key], torch.arange(self.n_steps + 1))
         yield Epoch(
             self.x[order],
             self.y[order],
-            self.poison_x[by_step],
-            self.poison_y[by_step],
-            self.poison_victim[by_step],
+            self.poison_x[by_key],
+            self.poison_y[by_key],
+            self.poison_victim[by_key],
+            torch.arange(len(key)) - first_of_key,
             bounds.tolist(),
             self.sizes,
             self.batch_size,

@@ -1,0 +1,61 @@
+"""Shared fixtures: small hand-made data, and UCI Adult files in the real on-disk format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from subpop_runner.data.splits import Part, Splits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_adult_files(folder: Path, n_rows: int = 240, seed: int = 0) -> Path:
+    """``adult.data`` / ``adult.test`` with the original layout: 15 comma-separated columns,
+    a space after each comma, '?' for missing values, a header line and '.'-suffixed labels in
+    the test file."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def row(i: int) -> str:
+        rich = rng.random() < 0.3
+        return ", ".join(str(v) for v in [
+            int(rng.integers(17, 80)), rng.choice(["Private", "State-gov", "?"]),
+            int(rng.integers(20000, 400000)), rng.choice(["HS-grad", "Bachelors", "Masters"]),
+            int(rng.integers(5, 16)), rng.choice(["Never-married", "Married-civ-spouse"]),
+            rng.choice(["Sales", "Exec-managerial", "?"]), rng.choice(["Husband", "Own-child"]),
+            rng.choice(["White", "Black"]), rng.choice(["Male", "Female"]),
+            int(rng.integers(0, 5000)) if rich else 0, 0, int(rng.integers(20, 60)),
+            rng.choice(["United-States", "Mexico"]), ">50K" if rich else "<=50K",
+        ])
+
+    half = n_rows // 2
+    (folder / "adult.data").write_text("\n".join(row(i) for i in range(half)) + "\n\n")
+    test_rows = [row(i) + "." for i in range(n_rows - half)]
+    (folder / "adult.test").write_text("|1x3 Cross validator\n" + "\n".join(test_rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def adult_dir(tmp_path: Path) -> Path:
+    return write_adult_files(tmp_path / "adult")
+
+
+def blob_part(rng: np.random.Generator, centers: np.ndarray, per_center: int) -> Part:
+    """Points around each centre; label = centre index mod 2; annotation = centre index."""
+    group = np.repeat(np.arange(len(centers)), per_center)
+    x = (centers[group] + 0.05 * rng.standard_normal((len(group), centers.shape[1])))
+    annotations = pd.DataFrame({"group": [f"g{g}" for g in group],
+                                "parity": [f"p{g % 2}" for g in group]})
+    return Part(x.astype(np.float32), (group % 2).astype(np.int64), annotations)
+
+
+@pytest.fixture
+def blob_splits() -> Splits:
+    """Four well-separated blobs in 2-D; every split has 20 points per blob."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [5, 0], [0, 5], [5, 5]], dtype=np.float32)
+    return Splits(*(blob_part(rng, centers, 20) for _ in range(3)), class_names=("a", "b"))

@@ -1,0 +1,88 @@
+from collections import Counter
+from functools import partial
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.data.adult import Adult
+from subpop_runner.data.splits import Part
+from subpop_runner.models.mlp import MLP
+from subpop_runner.training import PoisonedEpochs, train_victims, victims_per_chunk
+
+trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=300, log_every_n_steps=1)
+
+
+def poison_set(victim: int, aux: Part, count: int, seed: int) -> PoisonSet:
+    rows = np.random.default_rng([seed, victim]).integers(0, len(aux), count)
+    return PoisonSet(victim, aux.x[rows], 1 - aux.y[rows], rows)
+
+
+def test_each_victim_sees_train_once_and_only_its_own_poison_once():
+    train = Part(np.arange(23, dtype=np.float32)[:, None], np.zeros(23, np.int64))
+    sets = [PoisonSet(v, np.full((c, 1), 100.0 * (v + 1), np.float32), np.ones(c, np.int64),
+                      np.zeros(c, np.int64)) for v, c in enumerate([0, 3, 11])]
+    epoch = next(iter(PoisonedEpochs(train, sets, batch_size=5, seed=0)))
+    seen_train: Counter = Counter()
+    seen_poison = [Counter() for _ in sets]
+    for step in epoch.steps():
+        seen_train.update(step.x[:, 0].tolist())
+        for v in range(len(sets)):
+            rows = step.poison_x[v][step.poison_weight[v] > 0, 0]
+            seen_poison[v].update(rows.tolist())
+    assert seen_train == Counter(range(23))
+    assert [dict(c) for c in seen_poison] == [{}, {200.0: 3}, {300.0: 11}]
+
+
+def test_stopped_victims_do_not_move():
+    x = torch.randn(64, 3)
+    train = Part(x.numpy(), (x[:, 0] > 0).long().numpy())
+    module = MLP(n_features=3, n_classes=2, n_victims=2, batch_size=16)
+    module.stopped[0] = True
+    before = [p.detach().clone() for p in module.parameters()]
+    data = PoisonedEpochs(train, [PoisonSet.empty(3)] * 2, batch_size=16, seed=0)
+    L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
+              enable_checkpointing=False, enable_model_summary=False).fit(
+        module, torch.utils.data.DataLoader(data, batch_size=None))
+    for param, old in zip(module.parameters(), before, strict=True):
+        assert torch.equal(param[0], old[0])
+        assert not torch.equal(param[1], old[1])
+
+
+@pytest.fixture(scope="module")
+def adult_small():
+    return Adult(max_rows=3000).load(seed=0)
+
+
+def test_same_seed_same_victims(adult_small):
+    sets = [poison_set(v, adult_small.aux, 40, seed=1) for v in range(3)]
+    run = partial(train_victims, adult_small.train, sets, model=MLP, trainer=trainer, seed=2)
+    assert np.array_equal(run().predict(adult_small.test.x), run().predict(adult_small.test.x))
+
+
+def test_chunking_by_memory_budget_trains_every_victim(adult_small):
+    sets = [poison_set(v, adult_small.aux, 10, seed=1) for v in range(5)]
+    probe = MLP(n_features=adult_small.n_features, n_classes=2)
+    params = sum(p.numel() for p in probe.parameters())
+    tiny_budget = 2.5 * victims_per_chunk(params, 10, 200, 1.0) ** -1  # ~2 victims per chunk
+    victims = train_victims(adult_small.train, sets, model=MLP, trainer=trainer, seed=0,
+                            memory_mb=tiny_budget)
+    assert len(victims.chunks) >= 2
+    assert victims.predict(adult_small.test.x).shape == (5, len(adult_small.test))
+
+
+@pytest.mark.slow
+def test_batched_victims_match_one_at_a_time(adult_small):
+    """Same procedure, different random streams: accuracies agree within seed noise."""
+    sets = [poison_set(v, adult_small.aux, 60, seed=3) for v in range(6)]
+    kwargs = dict(model=MLP, trainer=trainer, seed=0)
+    batched = train_victims(adult_small.train, sets, batched=True, **kwargs)
+    single = train_victims(adult_small.train, sets, batched=False, **kwargs)
+    assert len(batched.chunks) == 1 and len(single.chunks) == 6
+    y = adult_small.test.y
+    acc_batched = (batched.predict(adult_small.test.x) == y).mean(1)
+    acc_single = (single.predict(adult_small.test.x) == y).mean(1)
+    assert abs(acc_batched.mean() - acc_single.mean()) < 0.01
+    assert np.abs(acc_batched - acc_single).max() < 0.03
