@@ -33,13 +33,13 @@ smoke: install
 	done
 
 sweep-adult-table2: install
-	$(BIN)/subpop --multirun $$(cat sweeps/adult_table2_feature_match.args)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table2_feature_match $(ARGS)
 
 sweep-adult-table5: install
-	$(BIN)/subpop --multirun $$(cat sweeps/adult_table5_cluster_match.args)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table5_cluster_match $(ARGS)
 
 sweep-adult-table5-k: install
-	$(BIN)/subpop --multirun $$(cat sweeps/adult_table5_k.args)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table5_k $(ARGS)
 
 report: install
 	$(BIN)/subpop report $(REPORT_ARGS)

@@ -25,7 +25,12 @@ from subpop_runner.tracking import Tracker
 log = logging.getLogger(__name__)
 
 ALPHA = "params.attack.alpha"
-NOT_A_GROUP = ("params.attack.alpha", "params.seed", "params.tracking.", "params.training.memory_mb")
+NOT_A_GROUP = (
+    "params.attack.alpha",
+    "params.seed",
+    "params.tracking.",
+    "params.training.memory_mb",
+)
 
 
 def group_columns(runs: pd.DataFrame) -> list[str]:
@@ -49,18 +54,26 @@ def paper_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def side_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per alpha: clean accuracy, collateral of the worst 5, subpopulations, runs, wall time."""
-    runs = runs.assign(alpha=runs[ALPHA].astype(float),
-                       wall=(runs["end_time"] - runs["start_time"]).dt.total_seconds())
+    runs = runs.assign(
+        alpha=runs[ALPHA].astype(float),
+        wall=(runs["end_time"] - runs["start_time"]).dt.total_seconds(),
+    )
     grouped = runs.groupby("alpha")
-    return pd.DataFrame({
-        "α": [f"{a:g}" for a in grouped.groups],
-        "clean accuracy": [_cell(g["metrics.clean_accuracy"]) for _, g in grouped],
-        "collateral (worst 5)": [_cell(g["metrics.collateral_damage/worst5"]) for _, g in grouped],
-        "attacked": [f"{g['metrics.subpops/attacked'].mean():.0f}" for _, g in grouped],
-        "no test points": [f"{g['metrics.subpops/no_test_points'].mean():.0f}" for _, g in grouped],
-        "runs": [len(g) for _, g in grouped],
-        "wall time / run (s)": [f"{g['wall'].mean():.0f}" for _, g in grouped],
-    })
+    return pd.DataFrame(
+        {
+            "α": [f"{a:g}" for a in grouped.groups],
+            "clean accuracy": [_cell(g["metrics.clean_accuracy"]) for _, g in grouped],
+            "collateral (worst 5)": [
+                _cell(g["metrics.collateral_damage/worst5"]) for _, g in grouped
+            ],
+            "attacked": [f"{g['metrics.subpops/attacked'].mean():.0f}" for _, g in grouped],
+            "no test points": [
+                f"{g['metrics.subpops/no_test_points'].mean():.0f}" for _, g in grouped
+            ],
+            "runs": [len(g) for _, g in grouped],
+            "wall time / run (s)": [f"{g['wall'].mean():.0f}" for _, g in grouped],
+        }
+    )
 
 
 def reference_table(paper: dict[str, Any]) -> pd.DataFrame:
@@ -91,8 +104,9 @@ def plot(sections: list[tuple[str, pd.DataFrame]], paper: dict[str, Any] | None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(sections), figsize=(4.5 * len(sections), 3.6), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(sections), figsize=(4.5 * len(sections), 3.6), squeeze=False, sharey=True
+    )
     for ax, (title, runs) in zip(axes[0], sections, strict=True):
         alpha = runs[ALPHA].astype(float)
         for k, color in zip(WORST_K, ("C0", "C1", "C2"), strict=True):
@@ -100,8 +114,14 @@ def plot(sections: list[tuple[str, pd.DataFrame]], paper: dict[str, Any] | None,
             ax.plot(mean.index, mean.values, "o-", color=color, label=f"worst-{k}")
             if paper is not None:
                 ref = {float(a): v for a, v in paper["target_damage"][f"worst{k}"].items()}
-                ax.plot(list(ref), list(ref.values()), "x--", color=color, alpha=0.6,
-                        label=f"worst-{k} (paper)")
+                ax.plot(
+                    list(ref),
+                    list(ref.values()),
+                    "x--",
+                    color=color,
+                    alpha=0.6,
+                    label=f"worst-{k} (paper)",
+                )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("poison rate α (relative to subpopulation aux size)")
         ax.set_xscale("log", base=2)
@@ -121,19 +141,37 @@ def experiment_report(
         raise ConfigError(f"experiment {experiment!r} has no finished job runs at {tracker.uri}")
     groups = group_columns(runs)
     sections = (
-        [(", ".join(f"{c.removeprefix('params.')}={v}" for c, v in zip(groups, key, strict=True)),
-          part) for key, part in runs.groupby(groups, dropna=False)]
-        if groups else [("", runs)]
+        [
+            (
+                ", ".join(
+                    f"{c.removeprefix('params.')}={v}" for c, v in zip(groups, key, strict=True)
+                ),
+                part,
+            )
+            for key, part in runs.groupby(groups, dropna=False)
+        ]
+        if groups
+        else [("", runs)]
     )
     lines = [f"## {experiment}", ""]
     for title, part in sections:
         if title:
             lines += [f"### {title}", ""]
-        lines += ["Target damage (ours):", "", paper_table(part).to_markdown(index=False), "",
-                  side_table(part).to_markdown(index=False), ""]
+        lines += [
+            "Target damage (ours):",
+            "",
+            paper_table(part).to_markdown(index=False),
+            "",
+            side_table(part).to_markdown(index=False),
+            "",
+        ]
     if paper is not None:
-        lines += [f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):", "",
-                  reference_table(paper).to_markdown(index=False), ""]
+        lines += [
+            f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):",
+            "",
+            reference_table(paper).to_markdown(index=False),
+            "",
+        ]
     plot(sections, paper, plot_path)
     lines += [f"![target damage vs α]({plot_path.name})", ""]
     return "\n".join(lines)
@@ -142,22 +180,34 @@ def experiment_report(
 def machine() -> str:
     import torch
 
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="subpop report", description="Paper-style tables and plots from MLflow runs."
     )
-    parser.add_argument("--experiment", "-e", action="append",
-                        help="MLflow experiment name (repeatable; default adult_cluster_match)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: SQLite under --tracking-dir)")
+    parser.add_argument(
+        "--experiment",
+        "-e",
+        action="append",
+        help="MLflow experiment name (repeatable; default adult_cluster_match)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: SQLite under --tracking-dir)",
+    )
     parser.add_argument("--tracking-dir", default="mlruns")
     parser.add_argument("--out", default="reports/report.md", help="markdown file to write")
-    parser.add_argument("--paper", default="sweeps/paper.yaml",
-                        help="the paper's numbers per experiment (YAML); '' for none")
+    parser.add_argument(
+        "--paper",
+        default="sweeps/paper.yaml",
+        help="the paper's numbers per experiment (YAML); '' for none",
+    )
     return parser.parse_args(argv)
 
 

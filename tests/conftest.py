@@ -22,15 +22,26 @@ def write_adult_files(folder: Path, n_rows: int = 240, seed: int = 0) -> Path:
 
     def row(i: int) -> str:
         rich = rng.random() < 0.3
-        return ", ".join(str(v) for v in [
-            int(rng.integers(17, 80)), rng.choice(["Private", "State-gov", "?"]),
-            int(rng.integers(20000, 400000)), rng.choice(["HS-grad", "Bachelors", "Masters"]),
-            int(rng.integers(5, 16)), rng.choice(["Never-married", "Married-civ-spouse"]),
-            rng.choice(["Sales", "Exec-managerial", "?"]), rng.choice(["Husband", "Own-child"]),
-            rng.choice(["White", "Black"]), rng.choice(["Male", "Female"]),
-            int(rng.integers(0, 5000)) if rich else 0, 0, int(rng.integers(20, 60)),
-            rng.choice(["United-States", "Mexico"]), ">50K" if rich else "<=50K",
-        ])
+        return ", ".join(
+            str(v)
+            for v in [
+                int(rng.integers(17, 80)),
+                rng.choice(["Private", "State-gov", "?"]),
+                int(rng.integers(20000, 400000)),
+                rng.choice(["HS-grad", "Bachelors", "Masters"]),
+                int(rng.integers(5, 16)),
+                rng.choice(["Never-married", "Married-civ-spouse"]),
+                rng.choice(["Sales", "Exec-managerial", "?"]),
+                rng.choice(["Husband", "Own-child"]),
+                rng.choice(["White", "Black"]),
+                rng.choice(["Male", "Female"]),
+                int(rng.integers(0, 5000)) if rich else 0,
+                0,
+                int(rng.integers(20, 60)),
+                rng.choice(["United-States", "Mexico"]),
+                ">50K" if rich else "<=50K",
+            ]
+        )
 
     half = n_rows // 2
     (folder / "adult.data").write_text("\n".join(row(i) for i in range(half)) + "\n\n")
@@ -47,9 +58,10 @@ def adult_dir(tmp_path: Path) -> Path:
 def blob_part(rng: np.random.Generator, centers: np.ndarray, per_center: int) -> Part:
     """Points around each centre; label = centre index mod 2; annotation = centre index."""
     group = np.repeat(np.arange(len(centers)), per_center)
-    x = (centers[group] + 0.05 * rng.standard_normal((len(group), centers.shape[1])))
-    annotations = pd.DataFrame({"group": [f"g{g}" for g in group],
-                                "parity": [f"p{g % 2}" for g in group]})
+    x = centers[group] + 0.05 * rng.standard_normal((len(group), centers.shape[1]))
+    annotations = pd.DataFrame(
+        {"group": [f"g{g}" for g in group], "parity": [f"p{g % 2}" for g in group]}
+    )
     return Part(x.astype(np.float32), (group % 2).astype(np.int64), annotations)
 
 

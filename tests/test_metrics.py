@@ -17,13 +17,16 @@ def test_damage_on_a_hand_made_case():
 
 def test_worst_k_means_the_k_largest_target_damages():
     damages = [0.5, -0.1, 0.3, 0.2, 0.1, 0.0, 0.4]
-    table = pd.DataFrame({
-        "status": ["attacked"] * 7 + ["no test points"],
-        "target_damage": damages + [np.nan],
-        "collateral_damage": [0.01 * i for i in range(7)] + [np.nan],
-        "aux_size": [10, 20, 30, 40, 50, 60, 70, 5],
-        "test_size": [1] * 8, "poison_count": [1] * 8,
-    })
+    table = pd.DataFrame(
+        {
+            "status": ["attacked"] * 7 + ["no test points"],
+            "target_damage": damages + [np.nan],
+            "collateral_damage": [0.01 * i for i in range(7)] + [np.nan],
+            "aux_size": [10, 20, 30, 40, 50, 60, 70, 5],
+            "test_size": [1] * 8,
+            "poison_count": [1] * 8,
+        }
+    )
     summary = summarize(table, clean_accuracy=0.85)
     assert summary["target_damage/worst1"] == pytest.approx(0.5)
     assert summary["target_damage/worst5"] == pytest.approx((0.5 + 0.4 + 0.3 + 0.2 + 0.1) / 5)

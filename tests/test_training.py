@@ -22,8 +22,15 @@ def poison_set(victim: int, aux: Part, count: int, seed: int) -> PoisonSet:
 
 def test_each_victim_sees_train_once_and_only_its_own_poison_once():
     train = Part(np.arange(23, dtype=np.float32)[:, None], np.zeros(23, np.int64))
-    sets = [PoisonSet(v, np.full((c, 1), 100.0 * (v + 1), np.float32), np.ones(c, np.int64),
-                      np.zeros(c, np.int64)) for v, c in enumerate([0, 3, 11])]
+    sets = [
+        PoisonSet(
+            v,
+            np.full((c, 1), 100.0 * (v + 1), np.float32),
+            np.ones(c, np.int64),
+            np.zeros(c, np.int64),
+        )
+        for v, c in enumerate([0, 3, 11])
+    ]
     epoch = next(iter(PoisonedEpochs(train, sets, batch_size=5, seed=0)))
     seen_train: Counter = Counter()
     seen_poison = [Counter() for _ in sets]
@@ -43,9 +50,13 @@ def test_stopped_victims_do_not_move():
     module.stopped[0] = True
     before = [p.detach().clone() for p in module.parameters()]
     data = PoisonedEpochs(train, [PoisonSet.empty(3)] * 2, batch_size=16, seed=0)
-    L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
-              enable_checkpointing=False, enable_model_summary=False).fit(
-        module, torch.utils.data.DataLoader(data, batch_size=None))
+    L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    ).fit(module, torch.utils.data.DataLoader(data, batch_size=None))
     for param, old in zip(module.parameters(), before, strict=True):
         assert torch.equal(param[0], old[0])
         assert not torch.equal(param[1], old[1])
@@ -67,8 +78,9 @@ def test_chunking_by_memory_budget_trains_every_victim(adult_small):
     probe = MLP(n_features=adult_small.n_features, n_classes=2)
     params = sum(p.numel() for p in probe.parameters())
     tiny_budget = 2.5 * victims_per_chunk(params, 10, 200, 1.0) ** -1  # ~2 victims per chunk
-    victims = train_victims(adult_small.train, sets, model=MLP, trainer=trainer, seed=0,
-                            memory_mb=tiny_budget)
+    victims = train_victims(
+        adult_small.train, sets, model=MLP, trainer=trainer, seed=0, memory_mb=tiny_budget
+    )
     assert len(victims.chunks) >= 2
     assert victims.predict(adult_small.test.x).shape == (5, len(adult_small.test))
 

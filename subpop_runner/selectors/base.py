@@ -9,7 +9,7 @@ CCS version Sec. 5.4), and then all of them, or the N lowest / middle / highest,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,6 +18,15 @@ from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 
 TAKE_OPTIONS = ("all", "lowest", "middle", "highest")
+PARTS = ("aux", "train", "test")
+
+Features = dict[str, np.ndarray]
+Memo = Callable[[str, dict, Callable[[], dict]], dict]
+
+
+def no_memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
+    """Compute without caching (what `StageCache.get` does when the cache is off)."""
+    return compute()
 
 
 @dataclass(frozen=True)
@@ -74,15 +83,25 @@ class Selector(ABC):
         """Raise `ConfigError` if the settings cannot work on these splits (before training)."""
 
     @abstractmethod
-    def candidates(self, splits: Splits, surrogate: object | None) -> list[Subpopulation]:
-        """All subpopulations the filter family defines on these splits."""
+    def candidates(
+        self, splits: Splits, features: Features, memo: Memo = no_memo
+    ) -> list[Subpopulation]:
+        """All subpopulations the filter family defines on these splits.
+
+        ``features`` maps each part (aux/train/test) to the representation to select on (the
+        input or a surrogate's layer); ``memo(stage, key_parts, compute)`` caches a stage.
+        """
 
     def select(
-        self, splits: Splits, clean_proba_aux: np.ndarray, surrogate: object | None = None
+        self,
+        splits: Splits,
+        clean_proba_aux: np.ndarray,
+        features: Features,
+        memo: Memo = no_memo,
     ) -> Selection:
         found = [
             replace(s, clean_confidence=mean_confidence(clean_proba_aux, splits.aux.y, s.aux))
-            for s in self.candidates(splits, surrogate)
+            for s in self.candidates(splits, features, memo)
         ]
         status = {s.id: "no test points" for s in found if not s.test.any()}
         ranked = sorted((s for s in found if s.test.any()), key=lambda s: s.clean_confidence)

@@ -17,7 +17,15 @@ from sklearn.decomposition import PCA
 
 from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
-from subpop_runner.selectors.base import Selector, Subpopulation, describe
+from subpop_runner.selectors.base import (
+    PARTS,
+    Features,
+    Memo,
+    Selector,
+    Subpopulation,
+    describe,
+    no_memo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +66,32 @@ class ClusterMatch(Selector):
                 f"choose selector.k <= {len(splits.aux)}"
             )
 
-    def represent(self, x: np.ndarray, surrogate: object | None) -> np.ndarray:
-        return x if self.representation == "input" else surrogate.hidden(x)[0]
-
-    def candidates(self, splits: Splits, surrogate: object | None = None) -> list[Subpopulation]:
-        parts = {
-            name: self.represent(getattr(splits, name).x, surrogate)
-            for name in ("aux", "train", "test")
-        }
+    def cluster(self, features: Features) -> dict[str, np.ndarray]:
+        """Cluster index of every point: PCA and KMeans fitted on aux, applied to all parts."""
+        aux = features["aux"]
         components = self.pca_components
-        if components is not None and components > min(parts["aux"].shape):
+        if components is not None and components > min(aux.shape):
             log.warning(
-                "PCA to %d dims asked; representation has %s, keeping all",
+                "PCA to %d dims asked; representation has %d, keeping all",
                 components,
-                parts["aux"].shape[1],
+                aux.shape[1],
             )
-            components = min(parts["aux"].shape)
-        pca = PCA(n_components=components, random_state=self.random_state).fit(parts["aux"])
+            components = min(aux.shape)
+        pca = PCA(n_components=components, random_state=self.random_state).fit(aux)
         kmeans = KMeans(n_clusters=self.k, n_init="auto", random_state=self.random_state)
-        kmeans.fit(pca.transform(parts["aux"]))
-        labels = {name: kmeans.predict(pca.transform(rep)) for name, rep in parts.items()}
+        kmeans.fit(pca.transform(aux))
+        return {part: kmeans.predict(pca.transform(features[part])) for part in PARTS}
+
+    def candidates(
+        self, splits: Splits, features: Features, memo: Memo = no_memo
+    ) -> list[Subpopulation]:
+        settings = {
+            "k": self.k,
+            "representation": self.representation,
+            "pca_components": self.pca_components,
+            "random_state": self.random_state,
+        }
+        labels = memo("clustering", {"clustering": settings}, lambda: self.cluster(features))
         return [
             Subpopulation(
                 id=cluster,

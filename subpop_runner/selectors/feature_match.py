@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
-from subpop_runner.selectors.base import Selector, Subpopulation, member_mask
+from subpop_runner.selectors.base import (
+    Features,
+    Memo,
+    Selector,
+    Subpopulation,
+    member_mask,
+    no_memo,
+)
 
 
 class FeatureMatch(Selector):
@@ -43,7 +50,9 @@ class FeatureMatch(Selector):
                 f"choose selector.columns from {available}"
             )
 
-    def candidates(self, splits: Splits, surrogate: object | None = None) -> list[Subpopulation]:
+    def candidates(
+        self, splits: Splits, features: Features | None = None, memo: Memo = no_memo
+    ) -> list[Subpopulation]:
         sizes = splits.aux.annotations.groupby(self.columns, observed=True).size()
         kept = sizes[(sizes >= self.min_size) & (sizes <= self.max_size)]
         found = []

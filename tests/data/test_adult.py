@@ -60,9 +60,11 @@ def test_download_verifies_checksum_and_keeps_no_partial_file(adult_dir, tmp_pat
 
 def test_loader_downloads_when_nothing_local(adult_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(adult, "_packaged_dir", lambda: None)
-    monkeypatch.setattr(adult, "SHA256", {
-        n: hashlib.sha256((adult_dir / n).read_bytes()).hexdigest() for n in adult.SHA256
-    })
+    monkeypatch.setattr(
+        adult,
+        "SHA256",
+        {n: hashlib.sha256((adult_dir / n).read_bytes()).hexdigest() for n in adult.SHA256},
+    )
     loader = Adult(url=adult_dir.as_uri() + "/", download_dir=str(tmp_path / "cache"))
     assert len(loader.load(seed=0).test) == 80
     assert (tmp_path / "cache" / "adult.test").is_file()

@@ -5,8 +5,14 @@ from subpop_runner.errors import ConfigError
 from subpop_runner.selectors.cluster_match import ClusterMatch
 
 
+def inputs(splits):
+    return {part: getattr(splits, part).x for part in ("aux", "train", "test")}
+
+
 def test_test_points_join_the_cluster_of_their_blob(blob_splits):
-    found = ClusterMatch(k=4, representation="input", pca_components=2).candidates(blob_splits)
+    found = ClusterMatch(k=4, representation="input", pca_components=2).candidates(
+        blob_splits, inputs(blob_splits)
+    )
     assert len(found) == 4
     for subpop in found:
         blobs = set(blob_splits.aux.annotations.loc[subpop.aux, "group"])
@@ -18,8 +24,9 @@ def test_test_points_join_the_cluster_of_their_blob(blob_splits):
 
 def test_same_random_state_same_clusters(blob_splits):
     first, again = (
-        ClusterMatch(k=3, representation="input", pca_components=2, random_state=7)
-        .candidates(blob_splits)
+        ClusterMatch(k=3, representation="input", pca_components=2, random_state=7).candidates(
+            blob_splits, inputs(blob_splits)
+        )
         for _ in range(2)
     )
     assert all(np.array_equal(a.test, b.test) for a, b in zip(first, again, strict=True))

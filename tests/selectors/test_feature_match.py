@@ -9,8 +9,9 @@ from subpop_runner.selectors.feature_match import FeatureMatch
 
 def part(groups: dict[str, int]) -> Part:
     labels = [g for g, n in groups.items() for _ in range(n)]
-    annotations = pd.DataFrame({"race": [g.split("/")[0] for g in labels],
-                                "sex": [g.split("/")[1] for g in labels]})
+    annotations = pd.DataFrame(
+        {"race": [g.split("/")[0] for g in labels], "sex": [g.split("/")[1] for g in labels]}
+    )
     n = len(labels)
     return Part(np.zeros((n, 2), np.float32), np.arange(n) % 2, annotations)
 
@@ -37,7 +38,7 @@ def test_membership_is_exact_on_every_split(splits):
 
 def test_group_without_test_points_is_reported_not_attacked(splits):
     selection = FeatureMatch(columns=["race", "sex"], min_size=1, max_size=1000).select(
-        splits, clean_proba_aux=np.full((len(splits.aux), 2), 0.5)
+        splits, clean_proba_aux=np.full((len(splits.aux), 2), 0.5), features={}
     )
     assert selection.count("no test points") == 1  # A/F has no test points
     assert len(selection.attacked) == 3
