@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/subpop
+	$(BIN)/subpop $(ARGS)
+	$(BIN)/subpop report
 
 test: install
 	$(BIN)/pytest
@@ -55,4 +56,4 @@ lint: install
 	$(BIN)/ruff check subpop_runner tests benchmarks
 
 clean:
-	rm -rf $(VENV) outputs multirun mlruns .cache
+	rm -rf $(VENV) outputs multirun mlruns .cache reports
