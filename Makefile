@@ -30,7 +30,7 @@ test: install
 smoke: install
 	@set -e; for f in conf/experiment/*.yaml; do \
 	  name=$$(basename $$f .yaml); echo "== smoke: $$name"; \
-	  $(BIN)/subpop experiment=$$name smoke=true; \
+	  $(BIN)/subpop experiment=$$name size=smoke $(ARGS); \
 	done
 
 sweep-adult-table2: install

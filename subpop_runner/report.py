@@ -204,6 +204,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tracking-dir", default="mlruns")
     parser.add_argument("--out", default="reports/report.md", help="markdown file to write")
     parser.add_argument(
+        "--notes", default=None, help="hand-written markdown appended as the discussion"
+    )
+    parser.add_argument(
         "--paper",
         default="sweeps/paper.yaml",
         help="the paper's numbers per experiment (YAML); '' for none",
@@ -224,6 +227,8 @@ def main(argv: list[str]) -> None:
     plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in experiments}
     parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n"]
     parts += [experiment_report(tracker, e, papers.get(e), plots[e]) for e in experiments]
+    if args.notes:
+        parts.append(Path(args.notes).read_text())
     text = "\n".join(parts)
     out.write_text(text)
     for experiment, plot_path in plots.items():
