@@ -2,7 +2,7 @@
 
 `train_victims` trains many victims at once: one `MLP` module holds a chunk of victims as
 stacked parameters, and every step feeds each victim a mini-batch of *its own* data
-(train ∪ its poison set), shuffled independently per victim and epoch. Chunks are sized from a
+(train ∪ its poison set; see `Epoch` for how batches are drawn). Chunks are sized from a
 memory budget. ``batched=False`` trains one victim per module, the reference path.
 
 Data reaches Lightning pre-batched, one `Epoch` per training step: for a 10-unit MLP a
@@ -161,15 +161,18 @@ class Victims:
 
 
 def victims_per_chunk(
-    params_per_victim: int, max_poison: int, batch_size: int, memory_mb: float
+    params_per_victim: int, n_train: int, max_poison: int, batch_size: int, memory_mb: float
 ) -> int:
-    """How many victims fit in ``memory_mb`` (float32). Per victim: parameters, gradients and
-    Adam's two moments (4 copies); for each poison row in a step, a copy of the victim's
-    weights (the row's own forward pass); a batch's activations and their gradients. The
-    shared train set does not grow with the chunk."""
-    step_rows = max_poison // max(1, batch_size) + 1
-    per_victim = 4 * params_per_victim * (4 + step_rows) + 4 * 4 * batch_size * 16
-    return max(1, int(memory_mb * 2**20 // per_victim))
+    """How many victims fit in ``memory_mb`` (float32), estimated per victim: parameters,
+    gradients, Adam's two moments and the active-victim copies of parameters and gradients
+    (6 copies); its padded poison rows in a step (mean + 5 sd of how many land there) as
+    input; activations and their gradients for those rows and the shared train block (4 copies
+    of 32 floats a row). The shared train set itself does not grow with the chunk."""
+    mean_rows = max_poison * batch_size / max(1, n_train)
+    step_rows = int(mean_rows + 5 * mean_rows**0.5) + 1
+    per_victim = 6 * params_per_victim + step_rows * params_per_victim // 10
+    per_victim += 4 * (batch_size + step_rows) * 32
+    return max(1, int(memory_mb * 2**20 // (4 * per_victim)))
 
 
 def train_victims(
@@ -191,7 +194,7 @@ def train_victims(
     if batched:
         params = sum(p.numel() for p in probe.parameters())
         max_poison = max((len(p) for p in poison_sets), default=0)
-        size = victims_per_chunk(params, max_poison, batch_size, memory_mb)
+        size = victims_per_chunk(params, len(train), max_poison, batch_size, memory_mb)
     else:
         size = 1
     chunks, epochs = [], []

@@ -77,7 +77,8 @@ def test_chunking_by_memory_budget_trains_every_victim(adult_small):
     sets = [poison_set(v, adult_small.aux, 10, seed=1) for v in range(5)]
     probe = MLP(n_features=adult_small.n_features, n_classes=2)
     params = sum(p.numel() for p in probe.parameters())
-    tiny_budget = 2.5 * victims_per_chunk(params, 10, 200, 1.0) ** -1  # ~2 victims per chunk
+    per_mb = victims_per_chunk(params, len(adult_small.train), 10, 200, 1.0)
+    tiny_budget = 2.5 / per_mb  # room for about two victims per chunk
     victims = train_victims(
         adult_small.train, sets, model=MLP, trainer=trainer, seed=0, memory_mb=tiny_budget
     )
