@@ -95,8 +95,9 @@ def test_multirun_makes_parent_and_children_then_report(tmp_path):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert sorted(r.data.params["attack.alpha"] for r in children) == ["0.5", "2.0"]
     # the second job reuses the first one's clean victim, surrogate and clustering
-    tags = sorted((r.data.tags["cache.clean_victim"], r.data.tags["cache.clustering"])
-                  for r in children)
+    tags = sorted(
+        (r.data.tags["cache.clean_victim"], r.data.tags["cache.clustering"]) for r in children
+    )
     assert tags == [("hit", "hit"), ("miss", "miss")]
 
     out = tmp_path / "report" / "smoke.md"

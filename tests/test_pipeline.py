@@ -47,7 +47,10 @@ def test_a_job_that_raises_leaves_a_failed_run(tmp_path, monkeypatch):
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_sweeps_compose_with_alpha_axis(sweep):
     with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        cfg = compose(sweep, overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]"],
-                      return_hydra_config=True)
+        cfg = compose(
+            sweep,
+            overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]"],
+            return_hydra_config=True,
+        )
     assert cfg.hydra.sweeper.params["attack.alpha"] == "0.5,1,2"
     assert cfg.name in {"adult_cluster_match", "adult_feature_match"}
