@@ -25,10 +25,12 @@ from subpop_runner.tracking import Tracker
 log = logging.getLogger(__name__)
 
 ALPHA = "params.attack.alpha"
+# Settings that do not change results: never a reason to report runs apart.
 NOT_A_GROUP = (
     "params.attack.alpha",
     "params.seed",
     "params.tracking.",
+    "params.cache.",
     "params.training.memory_mb",
 )
 
@@ -125,6 +127,7 @@ def plot(sections: list[tuple[str, pd.DataFrame]], paper: dict[str, Any] | None,
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("poison rate α (relative to subpopulation aux size)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(alpha)), [f"{a:g}" for a in sorted(set(alpha))])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("target damage")
     axes[0][-1].legend(fontsize=7)
