@@ -90,6 +90,23 @@ def reference_table(paper: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _numeric_first(key: tuple) -> tuple:
+    """Sort group keys numerically where they are numbers ("50" before "100")."""
+
+    def number(value: object) -> tuple:
+        try:
+            return (0, float(value), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(value))
+
+    return tuple(number(v) for v in key)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """Markdown table that prints cells as formatted here (tabulate would re-parse numbers)."""
+    return table.to_markdown(index=False, disable_numparse=True)
+
+
 def _cell(values: pd.Series) -> str:
     values = values.astype(float).dropna()
     if values.empty:
@@ -143,19 +160,18 @@ def experiment_report(
     if runs.empty:
         raise ConfigError(f"experiment {experiment!r} has no finished job runs at {tracker.uri}")
     groups = group_columns(runs)
-    sections = (
-        [
+    sections = [("", runs)]
+    if groups:
+        keyed = sorted(runs.groupby(groups, dropna=False), key=lambda kv: _numeric_first(kv[0]))
+        sections = [
             (
                 ", ".join(
                     f"{c.removeprefix('params.')}={v}" for c, v in zip(groups, key, strict=True)
                 ),
                 part,
             )
-            for key, part in runs.groupby(groups, dropna=False)
+            for key, part in keyed
         ]
-        if groups
-        else [("", runs)]
-    )
     lines = [f"## {experiment}", ""]
     for title, part in sections:
         if title:
@@ -163,16 +179,16 @@ def experiment_report(
         lines += [
             "Target damage (ours):",
             "",
-            paper_table(part).to_markdown(index=False),
+            markdown(paper_table(part)),
             "",
-            side_table(part).to_markdown(index=False),
+            markdown(side_table(part)),
             "",
         ]
     if paper is not None:
         lines += [
             f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):",
             "",
-            reference_table(paper).to_markdown(index=False),
+            markdown(reference_table(paper)),
             "",
         ]
     plot(sections, paper, plot_path)
