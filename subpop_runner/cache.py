@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from subpop_runner import __version__
+from subpop_runner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class StageCache:
     """Get-or-compute for pipeline stages; records whether each stage was a cache hit."""
 
     def __init__(self, *, enabled: bool = True, dir: str = ".cache/stages") -> None:
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"cache.enabled must be true or false, got {enabled!r}")
         self.enabled = enabled
         self.dir = Path(dir).expanduser().resolve()
         self.outcome: dict[str, str] = {}

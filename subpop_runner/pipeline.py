@@ -123,6 +123,11 @@ def victim_trainer(cfg: DictConfig, splits: Splits) -> Callable[..., Victims]:
     """`train_victims` bound to the configured model and trainer, both checked by a dry call."""
     from subpop_runner.training import train_victims  # imports Lightning: only once work starts
 
+    if not isinstance(cfg.training.batched, bool):
+        raise ConfigError(f"training.batched must be true or false, got {cfg.training.batched!r}")
+    if not cfg.training.memory_mb > 0:
+        raise ConfigError(f"training.memory_mb must be > 0, got {cfg.training.memory_mb}")
+
     model, trainer = build(cfg, "model"), build(cfg, "trainer")
     probe(model, "model", n_features=splits.n_features, n_classes=splits.n_classes)
     probe(trainer, "trainer", logger=False)

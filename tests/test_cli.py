@@ -134,6 +134,8 @@ def test_multirun_makes_parent_and_children_then_report(tmp_path):
         (["tracking=server", "tracking.uri=http://127.0.0.1:9"], "cannot reach the MLflow"),
         (["selector.kk=3"], "Key 'kk' is not in struct"),
         (["+model.dropout=0.5"], "cannot build model"),
+        (["training.memory_mb=0"], "training.memory_mb must be > 0, got 0"),
+        (["cache.enabled=maybe"], "cache.enabled must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_input_fails_clearly_before_any_run(tmp_path, args, message):
