@@ -9,7 +9,6 @@ clean accuracy, mean subpopulation size and the collateral of the worst 5 beside
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 from pathlib import Path
@@ -21,8 +20,6 @@ from omegaconf import OmegaConf
 from subpop_runner.errors import ConfigError
 from subpop_runner.metrics import WORST_K
 from subpop_runner.tracking import Tracker
-
-log = logging.getLogger(__name__)
 
 ALPHA = "params.attack.alpha"
 # Settings that do not change results: never a reason to report runs apart.

@@ -9,7 +9,6 @@ every job in one process and the fluent active-run stack would leak between jobs
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -18,10 +17,9 @@ from typing import Any
 
 import pandas as pd
 from filelock import FileLock
+from hydra.experimental.callback import Callback
 
 from subpop_runner.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 ROLE, SWEEP_DIR = "subpop.role", "subpop.sweep_dir"
 MAX_PARAM_LENGTH = 6000
@@ -224,13 +222,7 @@ def _quick_http(timeout_s: float) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _hydra_callback_base() -> type:
-    from hydra.experimental.callback import Callback
-
-    return Callback
-
-
-class CloseSweepRuns(_hydra_callback_base()):
+class CloseSweepRuns(Callback):
     """Hydra callback: when a multirun ends, mark its parent run(s) FINISHED."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
