@@ -79,25 +79,26 @@ def run(cfg: DictConfig, run_name: str = "run", sweep_dir: str | None = None) ->
             if selector.uses_surrogate
             else {p: getattr(splits, p).x for p in PARTS}
         )
-        selection = selector.select(splits, clean["proba_aux"], features, memo)  # 2. select
+        # 2. select (the clean victim ranks subpopulations; the surrogate gives ClusterMatch
+        # its representation)
+        selection = selector.select(splits, clean["proba_aux"], features, memo)
         log.info(
             "%d candidate subpopulations, %d attacked, %d without test points",
             len(selection.candidates),
             len(selection.attacked),
             selection.count("no test points"),
         )
+        # 3. poison
         poison_sets = [
-            attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed)  # 3. poison
-            for s in selection.attacked
+            attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed) for s in selection.attacked
         ]
         # 4. defend: no defense family is configured yet; victims train on train ∪ poison.
-        poisoned = train(splits.train, poison_sets, description="poisoned victims")  # 5. train
+        # 5. train
+        poisoned = train(splits.train, poison_sets, description="poisoned victims")
+        # 6. measure
+        predictions = poisoned.predict(splits.test.x)
         table = subpop_table(
-            selection,
-            poison_sets,
-            clean["pred_test"],  # 6. measure
-            poisoned.predict(splits.test.x),
-            splits.test.y,
+            selection, poison_sets, clean["pred_test"], predictions, splits.test.y
         )
         summary = summarize(table, float((clean["pred_test"] == splits.test.y).mean()))
         mlflow_run.log_metrics(summary)

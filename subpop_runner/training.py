@@ -148,10 +148,10 @@ class Victims:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted labels, ``[n_victims, n]``."""
-        features = torch.from_numpy(x)
-        return np.concatenate([m.predict_proba(features).argmax(-1).numpy() for m in self.chunks])
+        return self.predict_proba(x).argmax(-1)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, ``[n_victims, n, classes]``."""
         features = torch.from_numpy(x)
         return np.concatenate([m.predict_proba(features).numpy() for m in self.chunks])
 

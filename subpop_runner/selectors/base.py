@@ -121,10 +121,15 @@ def take_ranked(ranked: list, take: Sequence[str], n: int | None) -> list:
     """The ``all`` of ``ranked`` or the union of its ``n`` lowest / middle / highest items."""
     if "all" in take:
         return list(ranked)
-    middle = max(0, (len(ranked) - n) // 2)
-    windows = {"lowest": ranked[:n], "middle": ranked[middle : middle + n], "highest": ranked[-n:]}
-    picked = {id(item) for option in take for item in windows[option]}
-    return [item for item in ranked if id(item) in picked]
+    size = len(ranked)
+    middle = max(0, (size - n) // 2)
+    windows = {
+        "lowest": range(0, n),
+        "middle": range(middle, middle + n),
+        "highest": range(size - n, size),
+    }
+    picked = {i for option in take for i in windows[option] if 0 <= i < size}
+    return [ranked[i] for i in sorted(picked)]
 
 
 def describe(annotations: object, members: np.ndarray, top: int = 3) -> str:
