@@ -72,18 +72,31 @@ class Epoch:
     sizes: Tensor
     batch_size: int
 
-    def steps(self) -> Iterator[Step]:
+    def steps(self, active: Tensor | None = None) -> Iterator[Step]:
+        """The epoch's mini-batches; with ``active`` (ascending victim indices), only those
+        victims' poison rows, victim ``active[i]`` as row ``i`` of the padded tensors."""
+        victim, slot, bounds = self.poison_victim, self.poison_slot, self.poison_bounds
+        poison_x, poison_y = self.poison_x, self.poison_y
         n_victims = len(self.sizes)
+        if active is not None and len(active) < n_victims:
+            position = torch.full((n_victims,), -1)
+            position[active] = torch.arange(len(active))
+            keep = position[victim] >= 0
+            kept_before = torch.cat([keep.new_zeros(1, dtype=torch.long), keep.cumsum(0)])
+            bounds = kept_before[bounds].tolist()
+            victim, slot = position[victim[keep]], slot[keep]
+            poison_x, poison_y = poison_x[keep], poison_y[keep]
+            n_victims = len(active)
         for i, start in enumerate(range(0, len(self.y), self.batch_size)):
-            lo, hi = self.poison_bounds[i], self.poison_bounds[i + 1]
-            victim, slot = self.poison_victim[lo:hi], self.poison_slot[lo:hi]
-            width = int(slot.max()) + 1 if hi > lo else 0
-            rows = self.poison_x.new_zeros(n_victims, width, self.x.shape[1])
-            labels = self.poison_y.new_zeros(n_victims, width)
+            lo, hi = bounds[i], bounds[i + 1]
+            step_victim, step_slot = victim[lo:hi], slot[lo:hi]
+            width = int(step_slot.max()) + 1 if hi > lo else 0
+            rows = poison_x.new_zeros(n_victims, width, self.x.shape[1])
+            labels = poison_y.new_zeros(n_victims, width)
             weight = self.x.new_zeros(n_victims, width)
-            rows[victim, slot] = self.poison_x[lo:hi]
-            labels[victim, slot] = self.poison_y[lo:hi]
-            weight[victim, slot] = 1.0
+            rows[step_victim, step_slot] = poison_x[lo:hi]
+            labels[step_victim, step_slot] = poison_y[lo:hi]
+            weight[step_victim, step_slot] = 1.0
             end = start + self.batch_size
             yield Step(self.x[start:end], self.y[start:end], rows, labels, weight)
 

@@ -1,3 +1,4 @@
+import math
 from collections import Counter
 from functools import partial
 
@@ -42,24 +43,46 @@ def test_each_victim_sees_train_once_and_only_its_own_poison_once():
     assert seen_train == Counter(range(23))
     assert [dict(c) for c in seen_poison] == [{}, {200.0: 3}, {300.0: 11}]
 
+    only_last: Counter = Counter()  # victims still training: just victim 2
+    for step in epoch.steps(active=torch.tensor([2])):
+        assert len(step.poison_x) == 1
+        only_last.update(step.poison_x[0][step.poison_weight[0] > 0, 0].tolist())
+    assert dict(only_last) == {300.0: 11}
+
+
+class StopFirstVictim(L.Callback):
+    """Steers victim 0 into its stopping rule in epoch 3 and records every victim's
+    predictions right after it stopped."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x, self.at_stop = x, None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: MLP) -> None:
+        if trainer.current_epoch == 1:
+            module.best_loss[0] = -math.inf
+            module.no_improvement[0] = module.n_iter_no_change
+        if trainer.current_epoch == 2:
+            assert module.stopped.tolist() == [True, False]
+            self.at_stop = module.predict_proba(self.x)
+
 
 def test_stopped_victims_do_not_move():
     x = torch.randn(64, 3)
     train = Part(x.numpy(), (x[:, 0] > 0).long().numpy())
     module = MLP(n_features=3, n_classes=2, n_victims=2, batch_size=16)
-    module.stopped[0] = True
-    before = [p.detach().clone() for p in module.parameters()]
     data = PoisonedEpochs(train, [PoisonSet.empty(3)] * 2, batch_size=16, seed=0)
+    stop = StopFirstVictim(x)
     L.Trainer(
-        max_epochs=3,
+        max_epochs=6,
         logger=False,
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
+        callbacks=[stop],
     ).fit(module, torch.utils.data.DataLoader(data, batch_size=None))
-    for param, old in zip(module.parameters(), before, strict=True):
-        assert torch.equal(param[0], old[0])
-        assert not torch.equal(param[1], old[1])
+    after = module.predict_proba(x)
+    assert torch.equal(after[0], stop.at_stop[0])
+    assert not torch.equal(after[1], stop.at_stop[1])
 
 
 @pytest.fixture(scope="module")
