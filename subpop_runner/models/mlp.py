@@ -117,7 +117,9 @@ class MLP(L.LightningModule):
 
     @torch.no_grad()  # gradients come from `loss_and_gradients`, not autograd
     def training_step(self, epoch: Epoch, batch_idx: int) -> None:
-        optimizer = self.optimizers()
+        # The torch optimizer itself: Lightning's wrapper runs hooks on every call that cost more
+        # than this model's step (so trainer.global_step stays 0; epochs are what count here).
+        optimizer = self.optimizers().optimizer
         # Only victims still training are computed: most stop long before the slowest one.
         active = (~self.stopped).nonzero().squeeze(1)
         everyone = len(active) == self.n_victims
