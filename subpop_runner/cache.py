@@ -1,12 +1,13 @@
 """Cached pipeline stages: the clean victim, the surrogate's representation, the clustering.
 
 Each stage's result (a few numpy arrays) is stored as ``<dir>/<stage>/<hash>.npz``, where the
-hash covers exactly what determines it: the stage name, the package version, the seed and the
-config sections it depends on. So a multirun's jobs that differ only in ``attack.alpha`` share
-one clean victim, surrogate and clustering, and changing anything they depend on (or upgrading
-subpop_runner) computes them afresh. A per-key file lock makes parallel jobs wait for the one
-computing a stage instead of computing it twice; files are written to a temporary name and
-renamed, so a killed job never leaves a half-written entry.
+hash covers exactly what determines it: the stage name, the seed, the config sections it
+depends on and a fingerprint of subpop_runner's own source. So a multirun's jobs that differ
+only in ``attack.alpha`` share one clean victim, surrogate and clustering, and changing
+anything they depend on, the code that computes them included, computes them afresh. A
+per-key file lock makes parallel jobs wait for the one computing a stage instead of computing
+it twice; files are written to a temporary name and renamed, so a killed job never leaves a
+half-written entry.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
-from subpop_runner import __version__
 from subpop_runner.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,22 @@ Arrays = dict[str, np.ndarray]
 
 
 def stage_key(stage: str, parts: Mapping[str, Any]) -> str:
-    """SHA-256 of the stage name, the package version and its inputs (JSON, sorted keys)."""
+    """SHA-256 of the stage name, the code fingerprint and its inputs (JSON, sorted keys)."""
     text = json.dumps(
-        {"stage": stage, "version": __version__, **parts}, sort_keys=True, default=str
+        {"stage": stage, "code": code_fingerprint(), **parts}, sort_keys=True, default=str
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@cache
+def code_fingerprint(package: Path = Path(__file__).parent) -> str:
+    """SHA-256 of the package's Python source: results computed by older code (say, another
+    model implementation) are not reused, even where the version number did not change."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 class StageCache:

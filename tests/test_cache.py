@@ -1,10 +1,13 @@
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from subpop_runner.cache import StageCache, stage_key
+import subpop_runner
+from subpop_runner.cache import StageCache, code_fingerprint, stage_key
 
 
 def counting(calls: list, value: float = 1.0, pause: float = 0.0):
@@ -38,6 +41,15 @@ def test_any_changed_dependency_recomputes(tmp_path):
         cache.get("surrogate", parts, counting(calls))
     assert len(calls) == 3
     assert stage_key("surrogate", {"seed": 0}) != stage_key("clustering", {"seed": 0})
+
+
+def test_changed_code_changes_the_fingerprint(tmp_path):
+    package = Path(subpop_runner.__file__).parent
+    copy = shutil.copytree(package, tmp_path / "subpop_runner")
+    assert code_fingerprint(copy) == code_fingerprint(package)
+    with open(copy / "models" / "mlp.py", "a") as source:
+        source.write("\n# a different model\n")
+    assert code_fingerprint.__wrapped__(copy) != code_fingerprint(package)
 
 
 def test_disabled_cache_always_computes_and_says_so(tmp_path):
