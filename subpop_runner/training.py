@@ -79,8 +79,8 @@ class Epoch:
         poison_x, poison_y = self.poison_x, self.poison_y
         n_victims = len(self.sizes)
         if active is not None and len(active) < n_victims:
-            position = torch.full((n_victims,), -1)
-            position[active] = torch.arange(len(active))
+            position = torch.full((n_victims,), -1, device=victim.device)
+            position[active] = torch.arange(len(active), device=victim.device)
             keep = position[victim] >= 0
             kept_before = torch.cat([keep.new_zeros(1, dtype=torch.long), keep.cumsum(0)])
             bounds = kept_before[bounds].tolist()
