@@ -1,7 +1,13 @@
-"""`subpop` / `python -m subpop_runner`: the Hydra app, plus `subpop report`."""
+"""`subpop` / `python -m subpop_runner`: the Hydra app, plus `subpop report`.
+
+Bad input of any kind (an unknown group option or key, a value of the wrong type or out of
+range, a missing file, an unreachable store) ends as one ``error: <key>: <problem>; <fix>``
+line with exit code 2, before any MLflow run exists; Ctrl-C ends the run KILLED, exit 130.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -9,48 +15,56 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from subpop_runner import schema
 from subpop_runner.errors import ConfigError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+schema.register()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     from subpop_runner import pipeline
+    from subpop_runner.tracking import job_info
 
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    sweep_dir = str(Path(hydra_cfg.sweep.dir).resolve()) if multirun else None
-    run_name = hydra_cfg.job.override_dirname or cfg.name
     try:
-        result = pipeline.run(cfg, run_name=run_name, sweep_dir=sweep_dir)
+        schema.validate(cfg)  # a multirun's jobs were validated by the sweeper already
+        schema.resolve_paths(cfg)
+        path_keys = schema.keys_where(cfg, lambda meta: meta.get("path", False))
+        result = pipeline.run(cfg, job_info(cfg, path_keys))
     except ConfigError as error:
+        # SystemExit, not an exception: Hydra would add its own "Error executing job" line.
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     return result.summary["target_damage/worst5"]
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """Turn SIGTERM (a scheduler's kill, `timeout`) into SystemExit so the job's MLflow run is
-    marked FAILED instead of staying RUNNING."""
+    """SIGTERM (a scheduler's kill, `timeout`) as SystemExit: the run ends KILLED."""
     raise SystemExit(128 + signum)
 
 
 def cli() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if len(sys.argv) > 1 and sys.argv[1] == "report":
-        from subpop_runner.report import main as report_main
+    # Hydra then raises composition errors instead of printing them and exiting 1, so that
+    # they end as one `error:` line and exit code 2 like every other bad input.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        if len(sys.argv) > 1 and sys.argv[1] == "report":
+            from subpop_runner.report import main as report_main
 
-        try:
             report_main(sys.argv[2:])
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return
-    main()
+        else:
+            main()
+    except KeyboardInterrupt:
+        print("interrupted: the running MLflow run is marked KILLED", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:
+        message = schema.explain(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""One experiment = the paper's six steps (see DESIGN.md): split, select, poison, defend,
-train, measure. `run(cfg)` is what the CLI and the tests call."""
+"""One experiment = the paper's six steps (see docs/architecture.md): split, select, poison,
+defend, train, measure. `run(cfg)` is what the CLI, the sweeper's jobs and the tests call."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -16,11 +17,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.metrics import subpop_table, summarize
 from subpop_runner.selectors.base import PARTS
-from subpop_runner.tracking import flatten
+from subpop_runner.stages import clean_victim, stage_code, surrogate_features
+from subpop_runner.sweep import job_key
+from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
 
 if TYPE_CHECKING:
     from subpop_runner.training import Victims
@@ -36,7 +38,7 @@ class Result:
 
 
 def build(cfg: DictConfig, key: str) -> object:
-    """Instantiate one component; a bad setting becomes one `ConfigError` naming the group."""
+    """Instantiate one component; a failure becomes one `ConfigError` naming the group."""
     log.info("Instantiating %s <%s>", key, cfg[key].get("_target_"))
     try:
         return instantiate(cfg[key])
@@ -44,35 +46,35 @@ def build(cfg: DictConfig, key: str) -> object:
         cause = error.__context__
         if isinstance(cause, ConfigError):
             raise cause from None
-        raise ConfigError(f"cannot build {key} from its config: {cause or error}") from None
+        raise ConfigError(f"{key}: cannot build it from its config ({cause or error})") from None
 
 
-def probe(factory: object, key: str, **kwargs: object) -> None:
-    """Call a partially built component once, so that a bad option fails before any run."""
-    try:
-        factory(**kwargs)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"cannot build {key} from its config: {error}") from None
-
-
-def run(cfg: DictConfig, run_name: str = "run", sweep_dir: str | None = None) -> Result:
-    """Everything that can be wrong with the input is checked before the MLflow run exists."""
+def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
+    """Everything that can be wrong with the input is checked before the MLflow run exists;
+    ``cfg`` has passed `subpop_runner.schema.validate` (the CLI and the sweeper see to that)."""
+    started = time.perf_counter()
+    job = job or JobInfo(experiment_name(cfg), cfg.name or "run", {})
     dataset, selector, attack = (build(cfg, k) for k in ("dataset", "selector", "attack"))
     tracker, stages = build(cfg, "tracking"), build(cfg, "cache")
     tracker.check()
+    stages.check()
     splits = dataset.load(cfg.seed)  # 1. split
     selector.check(splits)
-    train = victim_trainer(cfg, splits)
-    # What the clean victim, surrogate and clustering depend on: their cache key.
-    upstream = {
-        k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "model", "trainer")
-    } | {"seed": cfg.seed}
+    train = victim_trainer(cfg)
+    # What the clean victim, surrogate and clustering depend on: their cache key. The data
+    # enter by content (file digests), not by where they lie.
+    upstream = {k: container(cfg[k]) for k in ("model", "trainer")} | {
+        "dataset": container(cfg.dataset) | {"data_dir": None, "download_dir": None},
+        "data": dataset.fingerprint(),
+        "seed": cfg.seed,
+    }
 
     def memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
-        return stages.get(stage, upstream | parts, compute)
+        return stages.get(stage, upstream | parts, compute, code=stage_code(cfg, stage))
 
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    with tracker.job_run(cfg.name, run_name, params, sweep_dir) as mlflow_run:
+    params = flatten(container(cfg))
+    tags = job.tags | {JOB_KEY: job_key(cfg), "dataset.verify": str(cfg.dataset.verify).lower()}
+    with tracker.job_run(job.experiment, job.run_name, params, tags, job.parent_run_id) as run:
         clean = memo("clean_victim", {}, lambda: clean_victim(train, splits))
         features = (
             memo("surrogate", {}, lambda: surrogate_features(train, splits))
@@ -101,13 +103,13 @@ def run(cfg: DictConfig, run_name: str = "run", sweep_dir: str | None = None) ->
             selection, poison_sets, clean["pred_test"], predictions, splits.test.y
         )
         summary = summarize(table, float((clean["pred_test"] == splits.test.y).mean()))
-        mlflow_run.log_metrics(summary)
-        mlflow_run.set_tags(stages.tags())
-        mlflow_run.log_files(
+        run.log_metrics(summary | {"job_seconds": time.perf_counter() - started})
+        run.set_tags(stages.tags() | {"device": poisoned.device})
+        run.log_files(
             {
                 "subpops.csv": table,
                 "poison.csv": provenance(poison_sets),
-                "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+                "config.yaml": OmegaConf.to_yaml(container(cfg)),
             }
         )
     log.info(
@@ -117,47 +119,28 @@ def run(cfg: DictConfig, run_name: str = "run", sweep_dir: str | None = None) ->
         summary["target_damage/worst5"],
         summary["target_damage/worst10"],
     )
-    return Result(summary, table, mlflow_run.run_id)
+    return Result(summary, table, run.run_id)
 
 
-def victim_trainer(cfg: DictConfig, splits: Splits) -> Callable[..., Victims]:
-    """`train_victims` bound to the configured model and trainer, both checked by a dry call."""
+def container(node: DictConfig) -> dict:
+    """A config (section) as plain resolved values, without Hydra's own node."""
+    values = OmegaConf.to_container(node, resolve=True)
+    values.pop("hydra", None)
+    return values
+
+
+def victim_trainer(cfg: DictConfig) -> Callable[..., Victims]:
+    """`train_victims` bound to the configured model and trainer."""
     from subpop_runner.training import train_victims  # imports Lightning: only once work starts
 
-    if not isinstance(cfg.training.batched, bool):
-        raise ConfigError(f"training.batched must be true or false, got {cfg.training.batched!r}")
-    if not cfg.training.memory_mb > 0:
-        raise ConfigError(f"training.memory_mb must be > 0, got {cfg.training.memory_mb}")
-
-    model, trainer = build(cfg, "model"), build(cfg, "trainer")
-    probe(model, "model", n_features=splits.n_features, n_classes=splits.n_classes)
-    probe(trainer, "trainer", logger=False)
     return partial(
         train_victims,
-        model=model,
-        trainer=trainer,
+        model=build(cfg, "model"),
+        trainer=build(cfg, "trainer"),
         seed=cfg.seed,
         batched=cfg.training.batched,
         memory_mb=cfg.training.memory_mb,
     )
-
-
-def clean_victim(train: Callable[..., Victims], splits: Splits) -> dict[str, np.ndarray]:
-    """The victim trained on D alone: its confidence on aux (ranking, flip label) and its test
-    predictions (the damage baseline)."""
-    clean = train(splits.train, [PoisonSet.empty(splits.n_features)], description="clean victim")
-    return {
-        "proba_aux": clean.predict_proba(splits.aux.x)[0],
-        "pred_test": clean.predict(splits.test.x)[0],
-    }
-
-
-def surrogate_features(train: Callable[..., Victims], splits: Splits) -> dict[str, np.ndarray]:
-    """ClusterMatch's representation: hidden layer of a model trained on the aux set only."""
-    surrogate = train(
-        splits.aux, [PoisonSet.empty(splits.n_features)], description="surrogate on aux"
-    )
-    return {part: surrogate.hidden(getattr(splits, part).x)[0] for part in PARTS}
 
 
 def provenance(poison_sets: list[PoisonSet]) -> pd.DataFrame:

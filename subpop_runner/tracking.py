@@ -1,7 +1,9 @@
 """MLflow: the only module that imports it.
 
-One MLflow experiment per experiment config (``cfg.name``); one run per Hydra job; the jobs of
-a multirun are children (tag ``mlflow.parentRunId``) of one parent run per sweep directory.
+One MLflow experiment per experiment (`experiment_name`); one run per Hydra job, tagged with
+Hydra's runtime choices and its identity (``subpop.job_key``, used to resume sweeps); the jobs
+of a multirun are children (tag ``mlflow.parentRunId``) of one parent run per sweep command,
+which `subpop_runner.sweep` opens and closes.
 Runs are made with `MlflowClient`, never the fluent API, because Hydra's default launcher runs
 every job in one process and the fluent active-run stack would leak between jobs.
 """
@@ -12,16 +14,19 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock
-from hydra.experimental.callback import Callback
 
 from subpop_runner.errors import ConfigError
 
-ROLE, SWEEP_DIR = "subpop.role", "subpop.sweep_dir"
+ROLE, SWEEP_DIR, JOB_KEY = "subpop.role", "subpop.sweep_dir", "subpop.job_key"
+# The groups that say what an experiment is; trainer, tracking and size say how it ran.
+NAMING_GROUPS = ("dataset", "model", "selector", "attack")
+# How a sweep job learns its parent run and axes: the sweeper has Hydra set these around it.
+PARENT_ENV, AXES_ENV = "SUBPOP_SWEEP_RUN_ID", "SUBPOP_SWEEP_AXES"
 MAX_PARAM_LENGTH = 6000
 
 
@@ -49,16 +54,32 @@ class Tracker:
         return self._client
 
     def check(self) -> None:
-        """Fail fast, with the fix, if the tracking store cannot be reached."""
+        """Fail fast, with the fix, if the tracking store cannot be written or reached."""
+        if self.local:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.dir):
+                    pass
+            except OSError as error:
+                raise ConfigError(
+                    f"tracking.dir: cannot write the MLflow store folder {self.dir} "
+                    f"({error.strerror or error}); valid: a writable folder, e.g. "
+                    "tracking.dir=mlruns"
+                ) from None
         try:
             with _quick_http(self.timeout_s):
                 self.client.search_experiments(max_results=1)
         except Exception as error:  # MLflow raises several types for the same cause
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else error
+            fix = (
+                "start the server (e.g. make mlflow-server), or set tracking.uri=null to use "
+                f"SQLite under tracking.dir={self.dir}"
+                if not self.local
+                else "check the file is an MLflow SQLite store, or choose another tracking.dir"
+            )
             raise ConfigError(
-                f"cannot reach the MLflow tracking store {self.uri!r} ({first_line}). Start the "
-                "server, or set tracking.uri to a reachable URI (tracking.uri=null uses SQLite "
-                f"under tracking.dir={self.dir})."
+                f"tracking.uri: cannot reach the MLflow tracking store {self.uri!r} "
+                f"({first_line}); {fix}"
             ) from error
 
     def experiment_id(self, name: str) -> str:
@@ -77,55 +98,56 @@ class Tracker:
         experiment: str,
         run_name: str,
         params: Mapping[str, Any],
-        sweep_dir: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
     ) -> Iterator[JobRun]:
-        """A run for one job; FINISHED on success, FAILED (and its parent too) on error."""
-        experiment_id = self.experiment_id(experiment)
-        tags = {ROLE: "job"}
-        if sweep_dir is not None:
-            tags |= {
-                "mlflow.parentRunId": self._parent(experiment_id, sweep_dir),
-                SWEEP_DIR: sweep_dir,
-            }
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        """A run for one job: FINISHED on success, KILLED when interrupted (Ctrl-C, SIGTERM),
+        FAILED on any other error."""
+        tags = {ROLE: "job", **(tags or {})}
+        if parent_run_id is not None:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
         job = JobRun(self.client, run.info.run_id)
-        job.log_params(params)
         try:
+            job.log_params(params)
             yield job
+        except (KeyboardInterrupt, SystemExit):
+            self.client.set_terminated(job.run_id, "KILLED")
+            raise
         except BaseException:
             self.client.set_terminated(job.run_id, "FAILED")
-            if sweep_dir is not None:
-                self.client.set_terminated(tags["mlflow.parentRunId"], "FAILED")
             raise
         self.client.set_terminated(job.run_id, "FINISHED")
 
-    def _parent(self, experiment_id: str, sweep_dir: str) -> str:
-        """The sweep's parent run, made by whichever job gets there first."""
-        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-        with FileLock(str(Path(sweep_dir) / ".mlflow_parent.lock")):
-            found = self.sweep_parents(sweep_dir, [experiment_id])
-            if found:
-                return found[0].info.run_id
-            run = self.client.create_run(
-                experiment_id,
-                run_name=f"sweep {Path(sweep_dir).name}",
-                tags={ROLE: "sweep", SWEEP_DIR: sweep_dir},
-            )
-            return run.info.run_id
-
-    def sweep_parents(self, sweep_dir: str, experiment_ids: list[str] | None = None) -> list:
-        if experiment_ids is None:
-            experiment_ids = [e.experiment_id for e in self.client.search_experiments()]
-        path = sweep_dir.replace("'", "\\'")
-        return self.client.search_runs(
-            experiment_ids,
-            filter_string=f"tags.`{SWEEP_DIR}` = '{path}' and tags.`{ROLE}` = 'sweep'",
+    def start_sweep(self, experiment: str, name: str, sweep_dir: str, jobs: int) -> str:
+        """The parent run of one sweep command; its jobs name it as their parent."""
+        run = self.client.create_run(
+            self.experiment_id(experiment),
+            run_name=name,
+            tags={ROLE: "sweep", SWEEP_DIR: sweep_dir, "subpop.jobs": str(jobs)},
         )
+        return run.info.run_id
 
-    def finish_sweep(self, sweep_dir: str) -> None:
-        for run in self.sweep_parents(sweep_dir):
-            if run.info.status == "RUNNING":
-                self.client.set_terminated(run.info.run_id, "FINISHED")
+    def end_sweep(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def finished_job_keys(self) -> set[str]:
+        """Identities (`subpop_runner.sweep.job_key`) of every FINISHED job run in the store."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return set()
+        keys, token = set(), None
+        while True:
+            page = self.client.search_runs(
+                experiments,
+                filter_string=f"tags.`{ROLE}` = 'job' and attributes.status = 'FINISHED'",
+                max_results=1000,
+                page_token=token,
+            )
+            keys |= {r.data.tags[JOB_KEY] for r in page if JOB_KEY in r.data.tags}
+            token = page.token
+            if not token:
+                return keys
 
     def job_runs(self, experiment: str) -> pd.DataFrame:
         """Finished job runs of an experiment: one row, columns ``params.*``/``metrics.*``."""
@@ -222,11 +244,64 @@ def _quick_http(timeout_s: float) -> Iterator[None]:
                 os.environ[key] = value
 
 
-class CloseSweepRuns(Callback):
-    """Hydra callback: when a multirun ends, mark its parent run(s) FINISHED."""
+def experiment_name(cfg: Any) -> str:
+    """The MLflow experiment a job logs to: the preset's ``name``, unless the command line
+    changed one of the preset's `NAMING_GROUPS` (then a name made of those choices), with
+    ``_smoke`` appended for ``size=smoke``. Reads Hydra's runtime choices where there are
+    any (a composed config outside a Hydra app has none: then ``name`` or ``default``)."""
+    hydra = cfg.get("hydra") if "hydra" in cfg else None
+    if hydra is None:
+        from hydra.core.hydra_config import HydraConfig
 
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from hydra.utils import instantiate
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    choices = dict(hydra.runtime.choices) if hydra is not None else {}
+    overridden = {o.split("=")[0].lstrip("+~") for o in (hydra.overrides.task if hydra else [])}
+    derived = "_".join(str(choices.get(g)) for g in NAMING_GROUPS)
+    if choices and (cfg.name is None or overridden & set(NAMING_GROUPS)):
+        base = derived
+    else:
+        base = cfg.name or "default"
+    return f"{base}_smoke" if choices.get("size") == "smoke" else base
 
-        tracker = instantiate(config.tracking)
-        tracker.finish_sweep(str(Path(config.hydra.sweep.dir).resolve()))
+
+def choice_tags(cfg: Any) -> dict[str, str]:
+    """Hydra's runtime choices of the experiment's own groups, as ``choice.<group>`` tags."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {f"choice.{k}": str(v) for k, v in choices.items() if "/" not in k}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Where and under what name one job logs: its experiment, run name, tags and parent."""
+
+    experiment: str
+    run_name: str
+    tags: dict[str, str]
+    parent_run_id: str | None = None
+
+
+def job_info(cfg: Any, path_keys: list[str]) -> JobInfo:
+    """A job's `JobInfo` from its config, Hydra's runtime state and the sweep's variables.
+    A sweep job is named by its swept values, a single run by its command-line overrides;
+    paths (``path_keys``) never go into a name."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    experiment = experiment_name(cfg)
+    parent = os.environ.get(PARENT_ENV)
+    if parent is not None:
+        choices = HydraConfig.get().runtime.choices
+        axes = [a for a in os.environ.get(AXES_ENV, "").split(",") if a]
+        name = ", ".join(
+            f"{a}={choices[a] if a in choices else OmegaConf.select(cfg, a)}" for a in axes
+        )
+    elif HydraConfig.initialized():
+        overrides = HydraConfig.get().overrides.task
+        name = ", ".join(o for o in overrides if o.split("=")[0].lstrip("+~") not in path_keys)
+    else:
+        name = ""
+    return JobInfo(experiment, name or experiment, choice_tags(cfg), parent)

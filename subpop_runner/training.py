@@ -158,6 +158,7 @@ class Victims:
 
     chunks: list[MLP]
     epochs: list[int]
+    device: str = "cpu"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted labels, ``[n_victims, n]``."""
@@ -210,7 +211,7 @@ def train_victims(
         size = victims_per_chunk(params, len(train), max_poison, batch_size, memory_mb)
     else:
         size = 1
-    chunks, epochs = [], []
+    chunks, epochs, device = [], [], "cpu"
     with tqdm(
         total=len(poison_sets), desc=description, unit="victim", leave=False, mininterval=1.0
     ) as bar:
@@ -228,6 +229,7 @@ def train_victims(
                 callbacks=[VictimProgress(bar)],
             )
             fit.fit(module, DataLoader(data, batch_size=None))
+            device = describe_device(fit.strategy.root_device)
             chunks.append(module.eval().cpu())
             epochs.append(fit.current_epoch)
     log.info(
@@ -237,7 +239,14 @@ def train_victims(
         len(chunks),
         _span(epochs),
     )
-    return Victims(chunks, epochs)
+    return Victims(chunks, epochs, device)
+
+
+def describe_device(device: torch.device) -> str:
+    """The device victims trained on, as logged on every run (e.g. ``cuda:0 (NVIDIA H200)``)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _span(values: list[int]) -> str:

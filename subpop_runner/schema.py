@@ -1,0 +1,372 @@
+"""The typed schema of every config group, and the one step that validates a composed config.
+
+Each YAML file under ``conf/`` names its schema in its defaults list
+(``- /schema/attack/label_flip@_here_``), so Hydra checks types and unknown keys while it
+composes: ``seed=abc`` or ``selector.kk=3`` fail before any code runs. Ranges, choices and
+relations between values are declared here, next to the types, as each field's `Check`, and
+`validate` applies them all in one pass. Nothing else in the package validates config values:
+components trust what they are given. Defaults live in the YAML files and the components'
+signatures, so every field here is ``MISSING`` (the YAML must give it).
+
+`ConfigError` messages read ``<key>: <what is wrong>; valid: <what is allowed>``; the CLI
+prints them as one ``error:`` line with exit code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from subpop_runner.errors import ConfigError
+
+TAKE_OPTIONS = ("all", "lowest", "middle", "highest")
+LABEL_RULES = ("least_frequent", "max_loss")
+REPRESENTATIONS = ("input", "hidden")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a field allows: ``valid`` says it in words, ``test`` decides it."""
+
+    valid: str
+    test: Callable[[Any], bool]
+
+
+def at_least(low: int, kind: str = "an integer") -> Check:
+    return Check(f"{kind} >= {low}", lambda v: v >= low)
+
+
+def above(low: float) -> Check:
+    return Check(f"a number > {low:g}", lambda v: v > low)
+
+
+def fraction() -> Check:
+    return Check("a number in (0, 1]", lambda v: 0 < v <= 1)
+
+
+def one_of(options: Sequence[str]) -> Check:
+    return Check(f"one of {', '.join(options)}", lambda v: v in options)
+
+
+def list_of(options: Sequence[str]) -> Check:
+    return Check(
+        f"a non-empty list of {', '.join(options)}, e.g. [{options[1]}]",
+        lambda v: len(v) > 0 and set(v) <= set(options),
+    )
+
+
+def non_empty_list(kind: str) -> Check:
+    return Check(f"a non-empty list of {kind}", lambda v: len(v) > 0)
+
+
+def or_null(check: Check) -> Check:
+    return Check(f"{check.valid}, or null", lambda v: v is None or check.test(v))
+
+
+def value(check: Check | None = None, *, path: bool = False, affects_results: bool = True) -> Any:
+    """A schema field: required (``MISSING``), with its check. ``path``: a file or folder,
+    resolved against the launch directory. ``affects_results=False``: a setting that cannot
+    change a number (memory budget, logging), left out of a job's identity."""
+    metadata = {"check": check, "path": path, "affects_results": affects_results}
+    return field(default=MISSING, metadata=metadata)
+
+
+class Schema:
+    """Base of every group schema. `relations` checks values against each other."""
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        """Yield ``(field, problem, valid)`` for each violated relation between fields."""
+        return iter(())
+
+
+# --- dataset ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AdultSchema(Schema):
+    _target_: str = MISSING
+    data_dir: str | None = value(path=True)
+    download: bool = value()
+    download_dir: str = value(path=True)
+    url: str = value()
+    train_fraction: float = value(fraction())
+    aux_fraction: float = value(fraction())
+    test_fraction: float = value(fraction())
+    max_rows: int | None = value(or_null(at_least(30)))
+    verify: bool = value()
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        total = node.train_fraction + node.aux_fraction + node.test_fraction
+        if total > 1 + 1e-9:
+            yield "test_fraction", f"the three fractions sum to {total:g}", "a sum <= 1"
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MLPSchema(Schema):
+    _target_: str = MISSING
+    _partial_: bool = True
+    hidden_units: int = value(at_least(1))
+    batch_size: int = value(at_least(1))
+    learning_rate: float = value(above(0))
+    l2: float = value(at_least(0, "a number"))
+    tol: float = value(at_least(0, "a number"))
+    n_iter_no_change: int = value(at_least(1))
+
+
+# --- selector --------------------------------------------------------------------------------
+
+
+@dataclass
+class SelectorSchema(Schema):
+    """What every selector shares: which ranked subpopulations to attack."""
+
+    _target_: str = MISSING
+    take: list[str] = value(list_of(TAKE_OPTIONS))
+    n: int | None = value(or_null(at_least(1)))
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        if "all" not in node.take and node.n is None:
+            yield "n", f"is null but take={list(node.take)}", "an integer >= 1"
+
+
+@dataclass
+class ClusterMatchSchema(SelectorSchema):
+    k: int = value(at_least(1))
+    representation: str = value(one_of(REPRESENTATIONS))
+    pca_components: int | None = value(or_null(at_least(1)))
+    random_state: int = value(at_least(0))
+
+
+@dataclass
+class FeatureMatchSchema(SelectorSchema):
+    columns: list[str] = value(non_empty_list("annotation columns"))
+    min_size: int = value(at_least(1))
+    max_size: int = value(at_least(1))
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        yield from super().relations(node)
+        if node.max_size < node.min_size:
+            yield "max_size", f"{node.max_size} < min_size={node.min_size}", "max_size >= min_size"
+
+
+# --- attack ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LabelFlipSchema(Schema):
+    _target_: str = MISSING
+    alpha: float = value(Check("a number > 0 (the paper uses 0.5, 1, 2)", lambda v: v > 0))
+    label_rule: str = value(one_of(LABEL_RULES))
+
+
+# --- trainer, tracking, cache, top level -----------------------------------------------------
+
+
+def _devices() -> Check:
+    return Check(
+        "an integer >= 1 or auto",
+        lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    )
+
+
+@dataclass
+class TrainerSchema(Schema):
+    """The Lightning ``Trainer`` arguments subpop_runner sets (others are added per fit)."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    accelerator: str = value(one_of(ACCELERATORS))
+    devices: Any = value(_devices())
+    max_epochs: int = value(at_least(1))
+    log_every_n_steps: int = value(at_least(1), affects_results=False)
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        if node.accelerator in ("gpu", "cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                yield (
+                    "accelerator",
+                    f"{node.accelerator} asked, but this machine has no CUDA GPU",
+                    "trainer.accelerator=auto (uses a GPU where there is one) or trainer=cpu",
+                )
+
+
+@dataclass
+class TrackerSchema(Schema):
+    _target_: str = MISSING
+    uri: str | None = value(affects_results=False)
+    dir: str = value(path=True, affects_results=False)
+    timeout_s: float = value(above(0), affects_results=False)
+
+
+@dataclass
+class CacheSchema(Schema):
+    _target_: str = MISSING
+    enabled: bool = value(affects_results=False)
+    dir: str = value(path=True, affects_results=False)
+
+
+@dataclass
+class TrainingSchema(Schema):
+    batched: bool = value()
+    memory_mb: float = value(above(0), affects_results=False)
+
+
+@dataclass
+class ConfigSchema(Schema):
+    """The top level; each component group is typed by its option's own schema."""
+
+    name: str | None = value(affects_results=False)
+    seed: int = value(at_least(0))
+    training: TrainingSchema = MISSING
+    cache: CacheSchema = MISSING
+    dataset: Any = MISSING
+    model: Any = MISSING
+    selector: Any = MISSING
+    attack: Any = MISSING
+    trainer: Any = MISSING
+    tracking: Any = MISSING
+
+
+SCHEMAS = {
+    "dataset/adult": AdultSchema,
+    "model/mlp": MLPSchema,
+    "selector/cluster_match": ClusterMatchSchema,
+    "selector/feature_match": FeatureMatchSchema,
+    "attack/label_flip": LabelFlipSchema,
+    "trainer/lightning": TrainerSchema,
+    "tracking/mlflow": TrackerSchema,
+}
+
+
+def register() -> None:
+    """Put every schema in Hydra's ConfigStore (group ``schema/<group>``)."""
+    store = ConfigStore.instance()
+    for path, schema in SCHEMAS.items():
+        group, name = path.split("/")
+        store.store(group=f"schema/{group}", name=name, node=schema)
+    store.store(group="schema", name="config", node=ConfigSchema)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Apply every field's check and every relation; raise the first problem found."""
+    for key, problem, valid in problems(cfg):
+        raise ConfigError(f"{key}: {problem}; valid: {valid}")
+
+
+def problems(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    schema = OmegaConf.get_type(node)
+    if not (is_dataclass(schema) and issubclass(schema, Schema)):
+        return
+    known = {spec.name for spec in fields(schema)}
+    for extra in sorted(set(node.keys()) - known):  # added with `+key=value`
+        yield f"{prefix}{extra}", "no such key", "the keys " + ", ".join(field_names(schema))
+    for spec in fields(schema):
+        child = node[spec.name]
+        if isinstance(child, DictConfig):
+            yield from problems(child, f"{prefix}{spec.name}.")
+            continue
+        check = spec.metadata.get("check")
+        plain = OmegaConf.to_object(child) if isinstance(child, ListConfig) else child
+        if check is not None and not check.test(plain):
+            yield f"{prefix}{spec.name}", f"got {plain!r}", check.valid
+    for name, problem, valid in schema.relations(node):
+        yield f"{prefix}{name}", problem, valid
+
+
+def field_valid(schema: type, name: str) -> str | None:
+    """The words for what a schema field allows (for errors raised while composing)."""
+    if not is_dataclass(schema):
+        return None
+    for spec in fields(schema):
+        if spec.name == name:
+            check = spec.metadata.get("check")
+            return check.valid if check is not None else _type_words(spec.type)
+    return None
+
+
+def field_names(schema: type) -> list[str]:
+    return [f.name for f in fields(schema) if not f.name.startswith("_")] if schema else []
+
+
+def _type_words(annotation: object) -> str:
+    text = str(annotation)
+    for name, words in (("bool", "true or false"), ("int", "an integer"), ("float", "a number")):
+        if name in text:
+            return words + (", or null" if "Optional" in text else "")
+    if "list" in text:
+        return "a list, e.g. [a, b]"
+    return "text" + (", or null" if "Optional" in text else "")
+
+
+def keys_where(node: DictConfig, wanted: Callable[[dict], bool], prefix: str = "") -> list[str]:
+    """Dotted keys of the schema fields whose metadata satisfies ``wanted``, through nested
+    groups (e.g. every ``path`` field, or every field that does not affect results)."""
+    schema = OmegaConf.get_type(node)
+    if not is_dataclass(schema):
+        return []
+    found = []
+    for spec in fields(schema):
+        child = node[spec.name]
+        if isinstance(child, DictConfig):
+            found += keys_where(child, wanted, f"{prefix}{spec.name}.")
+        elif spec.metadata and wanted(spec.metadata):
+            found.append(f"{prefix}{spec.name}")
+    return found
+
+
+def resolve_paths(cfg: DictConfig) -> None:
+    """Make every path field absolute against the launch directory, so a job writes to the
+    same store and cache wherever Hydra runs it (``hydra.job.chdir=true`` included)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    base = Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
+    for key in keys_where(cfg, lambda meta: meta.get("path", False)):
+        given = OmegaConf.select(cfg, key)
+        if given is not None:
+            path = Path(given).expanduser()
+            OmegaConf.update(cfg, key, str(path if path.is_absolute() else base / path))
+
+
+def explain(error: BaseException) -> str | None:
+    """One line ``<key>: <problem>; valid: <...>`` for any bad-input error (ours, Hydra's
+    composition errors, OmegaConf's type errors); None for anything else (a bug)."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(error, ConfigError):
+        return _one_line(str(error))
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, option = (error.missing_cfg_file or "").rpartition("/")
+        return f"{group}: no option {option!r}; valid: {', '.join(sorted(error.options))}"
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key, schema = cause.full_key, getattr(cause, "object_type", None)
+        if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+            names = field_names(schema) if is_dataclass(schema) else []
+            return f"{key}: no such key; valid keys: {', '.join(names) or 'see conf/'}"
+        valid = field_valid(schema, key.rsplit(".", 1)[-1]) or "see conf/"
+        problem = _one_line(cause.msg).split(" full_key:")[0]
+        return f"{key}: {problem}; valid: {valid}"
+    if isinstance(error, HydraException | OmegaConfBaseException):
+        return _one_line(str(error))
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())

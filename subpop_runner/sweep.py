@@ -1,0 +1,140 @@
+"""What a multirun promises, on top of Hydra's basic sweeper (``hydra/sweeper=subpop``):
+
+1. Every job's config is composed and validated before the first job starts: one bad value
+   anywhere in the grid stops the sweep with its `error:` line, and nothing runs.
+2. Resume: a job whose identity (`job_key`: its config less the settings that cannot change a
+   number, plus the code fingerprint) already has a FINISHED run in the tracking store is
+   skipped; ``hydra.sweeper.resume=false`` recomputes everything.
+3. One parent MLflow run per sweep command, named after the sweep config and its axes, that
+   ends FINISHED, FAILED (a job failed) or KILLED (Ctrl-C, SIGTERM), never RUNNING.
+
+Jobs run through whichever Hydra launcher is configured (basic, joblib, submitit). With the
+basic and joblib launchers a failing job does not stop the others: they all run, then the
+sweep ends FAILED and exits non-zero; rerunning the command runs only what did not finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, read_write
+
+from subpop_runner.cache import code_fingerprint
+from subpop_runner.errors import ConfigError
+from subpop_runner.schema import keys_where, validate
+from subpop_runner.tracking import AXES_ENV, PARENT_ENV, experiment_name
+
+log = logging.getLogger(__name__)
+
+
+def job_key(cfg: DictConfig) -> str:
+    """A job's identity: its resolved config without Hydra's own node and without the
+    settings that cannot change a number (tracking, cache, memory budget), plus the code."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    for key in keys_where(cfg, lambda meta: not meta.get("affects_results", True)):
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    text = json.dumps({"config": values, "code": code_fingerprint()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_sweep(sweeper: Any, arguments: list[str]) -> list:
+    """The sweep itself: expand, validate, skip finished jobs, launch, close the parent."""
+    from hydra.utils import instantiate
+
+    params = sweeper._parse_config() + list(arguments)
+    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    parsed = parser.parse_overrides(params)
+    jobs = [job for batch in sweeper.split_arguments(parsed, None) for job in batch]
+    axes = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    configs = [compose_job(sweeper, job) for job in jobs]
+    tracker = instantiate(sweeper.config.tracking)
+    tracker.check()
+
+    keys = [job_key(c) for c in configs]
+    done = tracker.finished_job_keys() if sweeper.resume else set()
+    todo = [job for job, key in zip(jobs, keys, strict=True) if key not in done]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log.info(
+            "resume: %d of %d jobs already have a FINISHED run in %s and are skipped "
+            "(hydra.sweeper.resume=false recomputes them)",
+            skipped,
+            len(jobs),
+            tracker.uri,
+        )
+    if not todo:
+        log.info("nothing to run: every job of this sweep has finished")
+        return []
+
+    hydra_cfg = sweeper.config.hydra
+    parent = tracker.start_sweep(
+        experiment_name(configs[0]),
+        sweep_name(hydra_cfg.job.config_name, parsed),
+        sweep_dir=str(Path(hydra_cfg.sweep.dir).resolve()),
+        jobs=len(todo),
+    )
+    with read_write(hydra_cfg):
+        hydra_cfg.overrides.hydra.extend(
+            [
+                f"+hydra.job.env_set.{PARENT_ENV}={parent}",
+                f"+hydra.job.env_set.{AXES_ENV}='{','.join(axes)}'",
+            ]
+        )
+    sweeper.overrides = list(sweeper.split_overrides_to_chunks(todo, sweeper.max_batch_size))
+    try:
+        returns = launch(sweeper)
+    except KeyboardInterrupt:
+        tracker.end_sweep(parent, "KILLED")
+        raise
+    except SystemExit as stop:  # a signal (128 + n), or a job's bad input (2)
+        tracker.end_sweep(parent, "KILLED" if (stop.code or 0) >= 128 else "FAILED")
+        raise
+    except BaseException:
+        tracker.end_sweep(parent, "FAILED")
+        raise
+    tracker.end_sweep(parent, "FINISHED")
+    return returns
+
+
+def compose_job(sweeper: Any, overrides: list[str]) -> DictConfig:
+    """One job's config as the launcher will compose it, validated; a bad value stops the
+    sweep naming the job."""
+    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        raise ConfigError(f"{error} (in the job {' '.join(overrides)})") from None
+    return cfg
+
+
+def launch(sweeper: Any) -> list:
+    """Hydra's basic sweeper loop: each batch through the launcher, failures raised."""
+    returns, first = [], 0
+    while not sweeper.is_done():
+        batch = sweeper.get_job_batch()
+        results = sweeper.launcher.launch(batch, initial_job_idx=first)
+        for result in results:
+            _ = result.return_value  # raises the job's exception if it failed
+        first += len(batch)
+        returns.append(results)
+    return returns
+
+
+def sweep_name(config_name: str, parsed: list) -> str:
+    """``<sweep config>: <axis>=<values> ...`` for the parent run."""
+    axes = [
+        f"{o.get_key_element()}={','.join(str(v) for v in o.sweep_string_iterator())}"
+        for o in parsed
+        if o.is_sweep_override() and o.is_discrete_sweep()
+    ]
+    return f"{config_name}: {' '.join(axes)}" if axes else config_name
