@@ -3,22 +3,29 @@
 For each experiment: finished job runs are grouped by every config value that differs between
 them (except alpha, which becomes the columns, and seed, which is averaged over), and each
 group is printed as the paper prints it: rows worst-1/5/10 target damage, columns alpha, with
-clean accuracy, mean subpopulation size and the collateral of the worst 5 beside it.
+clean accuracy, mean subpopulation size and the collateral of the worst 5 beside it. Each cell
+is the mean over seeds with the half-width of its 95% Student-t confidence interval.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from scipy import stats
 
 from subpop_runner.errors import ConfigError
 from subpop_runner.metrics import WORST_K
+from subpop_runner.report_plot import plot
 from subpop_runner.tracking import Tracker
 
 ALPHA = "params.attack.alpha"
@@ -30,6 +37,39 @@ NOT_A_GROUP = (
     "params.cache.",
     "params.training.memory_mb",
 )
+JOB_TIME = "metrics.job_seconds"
+INTERVALS = (
+    "Each cell: mean over seeds ± half-width of the 95% confidence interval of that mean "
+    "(Student t: t₀.₉₇₅,ₙ₋₁ · sd / √n, sd with n − 1), and n, the runs it averages; a single run "
+    "shows its value and n=1. The paper's numbers are single runs. Job time: the whole job; run "
+    "time: the MLflow run's start to end, which begins after the data is loaded."
+)
+
+
+@dataclass
+class Section:
+    """One group of runs: its heading and whether it is the setting the paper reports."""
+
+    title: str
+    runs: pd.DataFrame
+    is_paper_setting: bool
+
+
+def canonical(value: object) -> object:
+    """One spelling per value, so "1", "1.0" and 1 are one group; missing stays NaN."""
+    if isinstance(value, bool):
+        return str(value)
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return np.nan
+    try:
+        return f"{float(value):.15g}"  # 15 digits: exact for what was typed, no float noise
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def normalise(runs: pd.DataFrame) -> pd.DataFrame:
+    params = [c for c in runs.columns if c.startswith("params.")]
+    return runs.assign(**{c: runs[c].map(canonical) for c in params})
 
 
 def group_columns(runs: pd.DataFrame) -> list[str]:
@@ -38,39 +78,100 @@ def group_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in params if runs[c].nunique(dropna=False) > 1]
 
 
+def matches(runs: pd.DataFrame, setting: Mapping[str, Any]) -> bool:
+    """Whether every run has the paper's setting (params normalised: 100 == "100.0")."""
+    return all(
+        f"params.{key}" in runs and (runs[f"params.{key}"] == canonical(value)).all()
+        for key, value in setting.items()
+    )
+
+
+def sections(runs: pd.DataFrame, setting: Mapping[str, Any] | None) -> list[Section]:
+    """Runs split by `group_columns`, headed by the keys that have a value in each group."""
+    groups = group_columns(runs)
+    if not groups:
+        return [Section("", runs, setting is not None and matches(runs, setting))]
+    keyed = sorted(runs.groupby(groups, dropna=False), key=lambda kv: _numeric_first(kv[0]))
+    return [
+        Section(
+            ", ".join(
+                f"{c.removeprefix('params.')}={v}"
+                for c, v in zip(groups, key, strict=True)
+                if not pd.isna(v)
+            ),
+            part,
+            setting is not None and matches(part, setting),
+        )
+        for key, part in keyed
+    ]
+
+
+def interval(values: pd.Series) -> tuple[float, float, int]:
+    """Mean, 95% Student-t half-width (NaN below two values) and n, ignoring missing values."""
+    values = values.astype(float).dropna()
+    n = len(values)
+    if n < 2:
+        return (values.mean() if n else math.nan), math.nan, n
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return values.mean(), half, n
+
+
+def curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Target damage per alpha and worst-k: mean, 95% CI half-width and n (for the plot)."""
+    rows = [
+        (a, k, *interval(g[f"metrics.target_damage/worst{k}"]))
+        for a, g in runs.groupby(runs[ALPHA].astype(float))
+        for k in WORST_K
+    ]
+    return pd.DataFrame(rows, columns=["alpha", "worst", "mean", "half", "n"])
+
+
+def cell(values: pd.Series) -> str:
+    mean, half, n = interval(values)
+    if n == 0:
+        return "–"
+    if n == 1:
+        return f"{mean:.3f} (n=1)"
+    return f"{mean:.3f} ± {half:.3f} (n={n})"
+
+
 def paper_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows worst-1/5/10; columns: target damage per alpha, then mean aux size."""
-    runs = runs.assign(alpha=runs[ALPHA].astype(float))
+    by_alpha = runs.groupby(runs[ALPHA].astype(float))
     rows = []
     for k in WORST_K:
-        by_alpha = runs.groupby("alpha")[f"metrics.target_damage/worst{k}"]
         row = {"worst": k}
-        row |= {f"α={a:g}": _cell(by_alpha.get_group(a)) for a in sorted(by_alpha.groups)}
-        row["mean aux size"] = round(runs[f"metrics.subpop_size_aux/worst{k}"].mean(), 1)
+        row |= {f"α={a:g}": cell(g[f"metrics.target_damage/worst{k}"]) for a, g in by_alpha}
+        row["mean aux size"] = f"{runs[f'metrics.subpop_size_aux/worst{k}'].mean():.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def durations(runs: pd.DataFrame) -> tuple[str, pd.Series]:
+    """The whole job's time where the pipeline logged it, else the MLflow run's start to end,
+    which begins after the data is loaded; each column is named for what it measures."""
+    if JOB_TIME in runs and runs[JOB_TIME].notna().all():
+        return "job time", runs[JOB_TIME]
+    return "run time", (runs["end_time"] - runs["start_time"]).dt.total_seconds()
+
+
 def side_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per alpha: clean accuracy, collateral of the worst 5, subpopulations, runs, wall time."""
-    runs = runs.assign(
-        alpha=runs[ALPHA].astype(float),
-        wall=(runs["end_time"] - runs["start_time"]).dt.total_seconds(),
-    )
-    grouped = runs.groupby("alpha")
+    """Per alpha: clean accuracy, collateral of the worst 5, subpopulations, runs, time."""
+    time_name, seconds = durations(runs)
+    grouped = list(runs.assign(seconds=seconds).groupby(runs[ALPHA].astype(float)))
     return pd.DataFrame(
         {
-            "α": [f"{a:g}" for a in grouped.groups],
-            "clean accuracy": [_cell(g["metrics.clean_accuracy"]) for _, g in grouped],
+            "α": [f"{a:g}" for a, _ in grouped],
+            "clean accuracy": [cell(g["metrics.clean_accuracy"]) for _, g in grouped],
             "collateral (worst 5)": [
-                _cell(g["metrics.collateral_damage/worst5"]) for _, g in grouped
+                cell(g["metrics.collateral_damage/worst5"]) for _, g in grouped
             ],
             "attacked": [f"{g['metrics.subpops/attacked'].mean():.0f}" for _, g in grouped],
             "no test points": [
                 f"{g['metrics.subpops/no_test_points'].mean():.0f}" for _, g in grouped
             ],
-            "runs": [len(g) for _, g in grouped],
-            "wall time / run (s)": [f"{g['wall'].mean():.0f}" for _, g in grouped],
+            "runs": [str(len(g)) for _, g in grouped],
+            f"mean {time_name} (s)": [f"{g['seconds'].mean():.0f}" for _, g in grouped],
         }
     )
 
@@ -88,9 +189,11 @@ def reference_table(paper: dict[str, Any]) -> pd.DataFrame:
 
 
 def _numeric_first(key: tuple) -> tuple:
-    """Sort group keys numerically where they are numbers ("50" before "100")."""
+    """Sort group keys numerically where they are numbers ("50" before "100"), missing last."""
 
     def number(value: object) -> tuple:
+        if pd.isna(value):
+            return (2, 0.0, "")
         try:
             return (0, float(value), "")
         except (TypeError, ValueError):
@@ -104,91 +207,31 @@ def markdown(table: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True)
 
 
-def _cell(values: pd.Series) -> str:
-    values = values.astype(float).dropna()
-    if values.empty:
-        return "–"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std():.3f}"
-
-
-def plot(sections: list[tuple[str, pd.DataFrame]], paper: dict[str, Any] | None, path: Path):
-    """Target damage vs alpha, one line per worst-k, one panel per group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(sections), figsize=(4.5 * len(sections), 3.6), squeeze=False, sharey=True
-    )
-    for ax, (title, runs) in zip(axes[0], sections, strict=True):
-        alpha = runs[ALPHA].astype(float)
-        for k, color in zip(WORST_K, ("C0", "C1", "C2"), strict=True):
-            mean = runs.groupby(alpha)[f"metrics.target_damage/worst{k}"].mean()
-            ax.plot(mean.index, mean.values, "o-", color=color, label=f"worst-{k}")
-            if paper is not None:
-                ref = {float(a): v for a, v in paper["target_damage"][f"worst{k}"].items()}
-                ax.plot(
-                    list(ref),
-                    list(ref.values()),
-                    "x--",
-                    color=color,
-                    alpha=0.6,
-                    label=f"worst-{k} (paper)",
-                )
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("poison rate α (relative to subpopulation aux size)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(set(alpha)), [f"{a:g}" for a in sorted(set(alpha))])
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("target damage")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def experiment_report(
-    tracker: Tracker, experiment: str, paper: dict[str, Any] | None, plot_path: Path
+    experiment: str, runs: pd.DataFrame, paper: dict[str, Any] | None, plot_path: Path
 ) -> str:
-    runs = tracker.job_runs(experiment)
-    if runs.empty:
-        raise ConfigError(f"experiment {experiment!r} has no finished job runs at {tracker.uri}")
-    groups = group_columns(runs)
-    sections = [("", runs)]
-    if groups:
-        keyed = sorted(runs.groupby(groups, dropna=False), key=lambda kv: _numeric_first(kv[0]))
-        sections = [
-            (
-                ", ".join(
-                    f"{c.removeprefix('params.')}={v}" for c, v in zip(groups, key, strict=True)
-                ),
-                part,
-            )
-            for key, part in keyed
-        ]
+    """One experiment's markdown; the paper's numbers only beside groups with its setting."""
+    parts = sections(normalise(runs), None if paper is None else paper.get("setting", {}))
     lines = [f"## {experiment}", ""]
-    for title, part in sections:
-        if title:
-            lines += [f"### {title}", ""]
-        lines += [
-            "Target damage (ours):",
-            "",
-            markdown(paper_table(part)),
-            "",
-            markdown(side_table(part)),
-            "",
-        ]
-    if paper is not None:
-        lines += [
-            f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):",
-            "",
-            markdown(reference_table(paper)),
-            "",
-        ]
-    plot(sections, paper, plot_path)
+    for part in parts:
+        if part.title:
+            lines += [f"### {part.title}", ""]
+        lines += ["Target damage (ours):", "", markdown(paper_table(part.runs)), ""]
+        if part.is_paper_setting:
+            lines += [
+                f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):",
+                "",
+                markdown(reference_table(paper)),
+                "",
+            ]
+        lines += [markdown(side_table(part.runs)), ""]
+    if paper is not None and not any(part.is_paper_setting for part in parts):
+        setting = ", ".join(f"{k}={v}" for k, v in paper.get("setting", {}).items())
+        lines += [f"No runs with the setting of the paper's {paper['table']} ({setting}).", ""]
+    plot(
+        [(p.title, curves(p.runs), paper if p.is_paper_setting else None) for p in parts],
+        plot_path,
+    )
     lines += [f"![target damage vs α]({plot_path.name})", ""]
     return "\n".join(lines)
 
@@ -210,7 +253,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--experiment",
         "-e",
         action="append",
-        help="MLflow experiment name (repeatable; default adult_cluster_match)",
+        help="MLflow experiment name (repeatable; default: every one with finished job runs)",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -230,24 +273,41 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def job_runs(args: argparse.Namespace) -> tuple[Tracker, dict[str, pd.DataFrame]]:
+    """Every run to report, read before anything is written; an empty store is an error."""
+    tracker = Tracker(uri=args.tracking_uri, dir=args.tracking_dir)
+    if not tracker.store_exists():
+        raise ConfigError(
+            f"no MLflow store at {tracker.uri}: nothing to report (run an experiment first)"
+        )
+    tracker.check()
+    experiments = args.experiment or tracker.experiments_with_jobs()
+    if not experiments:
+        raise ConfigError(f"no finished job runs at {tracker.uri}: nothing to report")
+    runs = {e: tracker.job_runs(e) for e in experiments}
+    for experiment, found in runs.items():
+        if found.empty:
+            raise ConfigError(
+                f"experiment {experiment!r} has no finished job runs at {tracker.uri}"
+            )
+    return tracker, runs
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    tracker = Tracker(uri=args.tracking_uri, dir=args.tracking_dir)
-    tracker.check()
+    tracker, runs = job_runs(args)
     papers = {}
     if args.paper and Path(args.paper).is_file():
         papers = OmegaConf.to_container(OmegaConf.load(args.paper))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    experiments = args.experiment or ["adult_cluster_match"]
-    plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in experiments}
-    parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n"]
-    parts += [experiment_report(tracker, e, papers.get(e), plots[e]) for e in experiments]
+    plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in runs}
+    parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n\n{INTERVALS}\n"]
+    parts += [experiment_report(e, r, papers.get(e), plots[e]) for e, r in runs.items()]
     if args.notes:
         parts.append(Path(args.notes).read_text())
     text = "\n".join(parts)
     out.write_text(text)
-    for experiment, plot_path in plots.items():
-        tracker.report_run(experiment, [out, plot_path])
+    tracker.report_run([out, *plots.values()], covers=list(runs))
     print(text)
     print(f"written: {out} and {', '.join(str(p) for p in plots.values())}")

@@ -162,15 +162,42 @@ class Tracker:
             filter_string=f"tags.`{ROLE}` = 'job' and attributes.status = 'FINISHED'",
         )
 
-    def report_run(self, experiment: str, files: list[Path]) -> str:
-        """Store a report's files as artifacts of a new ``report`` run of the experiment."""
+    def report_run(
+        self, files: list[Path], *, covers: list[str], experiment: str = "reports"
+    ) -> str:
+        """Store a report's files as artifacts of a new run in the experiment ``reports``.
+
+        Not in the jobs' experiment: a report run has no params or metrics, so the UI would show
+        it as an empty row among the job runs and in their charts. One experiment for all
+        reports rather than ``<experiment>.report`` each, because one report covers several
+        experiments (tag ``subpop.report_of`` names them).
+        """
         run = self.client.create_run(
-            self.experiment_id(experiment), run_name="report", tags={ROLE: "report"}
+            self.experiment_id(experiment),
+            run_name=f"report {', '.join(covers)}",
+            tags={ROLE: "report", "subpop.report_of": ", ".join(covers)},
         )
         for path in files:
             self.client.log_artifact(run.info.run_id, str(path))
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
+
+    def store_exists(self) -> bool:
+        """Whether a store is there to read, asked without creating one (the client would):
+        a local SQLite file must exist; a server is asked by `check`."""
+        return not self.local or Path(self.uri.removeprefix("sqlite:///")).is_file()
+
+    def experiments_with_jobs(self) -> list[str]:
+        """Names of the experiments holding at least one finished job run, sorted."""
+        return sorted(
+            e.name
+            for e in self.client.search_experiments()
+            if self.client.search_runs(
+                [e.experiment_id],
+                filter_string=f"tags.`{ROLE}` = 'job' and attributes.status = 'FINISHED'",
+                max_results=1,
+            )
+        )
 
 
 class JobRun:

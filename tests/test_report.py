@@ -1,59 +1,206 @@
+"""`subpop report` on real MLflow SQLite stores holding hand-made job runs.
+
+Per-seed values differ, so a wrong mean or interval shows. Hand-computed for three seeds with
+target damage 0.1, 0.2, 0.6: mean 0.3, sd = √(((−0.2)² + (−0.1)² + 0.3²) / 2) = √0.07 = 0.26458,
+t₀.₉₇₅,₂ = 4.3027, half-width = 4.3027 · 0.26458 / √3 = 0.65725.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
 import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
 
-from subpop_runner.report import group_columns, paper_table, reference_table, side_table
+from subpop_runner.errors import ConfigError
+from subpop_runner.report import (
+    cell,
+    durations,
+    group_columns,
+    interval,
+    main,
+    matches,
+    normalise,
+    paper_table,
+    sections,
+)
+from subpop_runner.tracking import Tracker
 
-
-def runs_frame() -> pd.DataFrame:
-    rows = []
-    for k in ("50", "100"):
-        for alpha, seed, damage in (("0.5", "0", 0.1), ("0.5", "1", 0.3), ("2.0", "0", 0.5)):
-            rows.append(
-                {
-                    "params.attack.alpha": alpha,
-                    "params.seed": seed,
-                    "params.selector.k": k,
-                    "params.tracking.dir": f"/tmp/{seed}",
-                    "params.dataset.max_rows": "None",
-                    "metrics.target_damage/worst1": damage,
-                    "metrics.target_damage/worst5": damage / 2,
-                    "metrics.target_damage/worst10": damage / 4,
-                    "metrics.subpop_size_aux/worst1": 40.0,
-                    "metrics.subpop_size_aux/worst5": 50.0,
-                    "metrics.subpop_size_aux/worst10": 60.0,
-                    "metrics.clean_accuracy": 0.85,
-                    "metrics.collateral_damage/worst5": 0.01,
-                    "metrics.subpops/attacked": 10.0,
-                    "metrics.subpops/no_test_points": 0.0,
-                    "start_time": pd.Timestamp("2026-01-01 00:00"),
-                    "end_time": pd.Timestamp("2026-01-01 00:01"),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def test_groups_by_what_differs_except_alpha_seed_and_tracking():
-    assert group_columns(runs_frame()) == ["params.selector.k"]
+SEED_DAMAGE = {0: 0.1, 1: 0.2, 2: 0.6}
+PAPER = """
+adult_cluster_match:
+  table: Table 5 (ClusterMatch, k=100)
+  setting: {selector.k: "100.0"}
+  clean_accuracy: 0.837
+  target_damage:
+    worst1: {0.5: 0.333, 1.0: 0.375}
+    worst5: {0.5: 0.191, 1.0: 0.343}
+    worst10: {0.5: 0.121, 1.0: 0.240}
+"""
 
 
-def test_paper_table_has_worst_rows_and_alpha_columns_averaging_seeds():
-    table = paper_table(runs_frame()[lambda r: r["params.selector.k"] == "50"])
-    assert list(table.columns) == ["worst", "α=0.5", "α=2", "mean aux size"]
-    assert list(table["worst"]) == [1, 5, 10]
-    assert table.loc[0, "α=0.5"] == "0.200 ± 0.141"  # mean and sd over seeds 0 and 1
-    assert table.loc[0, "α=2"] == "0.500"
-    assert table.loc[2, "mean aux size"] == 60.0
+def client_at(folder: Path) -> MlflowClient:
+    folder.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
 
 
-def test_side_table_reports_runs_and_wall_time():
-    side = side_table(runs_frame()[lambda r: r["params.selector.k"] == "100"])
-    assert list(side["runs"]) == [2, 1]
-    assert list(side["wall time / run (s)"]) == ["60", "60"]
+def job(
+    client: MlflowClient,
+    experiment: str,
+    params: dict[str, str],
+    damage: float,
+    status: str = "FINISHED",
+) -> None:
+    """A job run logged as pipeline.run logs one: str params, `summarize`'s metric keys."""
+    found = client.get_experiment_by_name(experiment)
+    eid = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(eid, tags={"subpop.role": "job"})
+    metrics = {"clean_accuracy": 0.85, "collateral_damage/worst5": damage / 10}
+    metrics |= {"subpops/attacked": 10.0, "subpops/no_test_points": 0.0}
+    for k in (1, 5, 10):
+        metrics |= {f"target_damage/worst{k}": damage / k, f"subpop_size_aux/worst{k}": 40.0 + k}
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
+        params=[Param(key, value) for key, value in params.items()],
+    )
+    client.set_terminated(run.info.run_id, status)
 
 
-def test_reference_table_lays_out_the_papers_numbers():
-    paper = {
-        "target_damage": {f"worst{k}": {0.5: 0.1 * k, 2.0: 0.2 * k} for k in (1, 5, 10)},
-        "size": {"worst1": 48.3, "worst5": 45.1, "worst10": 41.1},
-    }
-    table = reference_table(paper)
-    assert table.loc[1, "α=2"] == "1.000" and table.loc[2, "size"] == 41.1
+def cluster_store(folder: Path) -> MlflowClient:
+    """k in {50, 100}, alpha 0.5 and 1 ("1.0" from a single run, "1" from a sweep), 3 seeds."""
+    client = client_at(folder)
+    for k, shift in (("50", 0.0), ("100", 0.1)):
+        for alpha in ("0.5", "1.0", "1"):
+            seeds = (0, 1, 2) if alpha == "0.5" else ((0, 1) if alpha == "1.0" else (2,))
+            for seed in seeds:
+                params = {"attack.alpha": alpha, "seed": str(seed), "selector.k": k}
+                params["tracking.dir"] = str(folder)
+                job(client, "adult_cluster_match", params, SEED_DAMAGE[seed] + shift)
+    return client
+
+
+def test_interval_is_the_student_t_half_width_of_the_mean():
+    mean, half, n = interval(pd.Series([0.1, 0.2, 0.6]))
+    assert (mean, n) == (pytest.approx(0.3), 3) and half == pytest.approx(0.65725, abs=1e-5)
+    mean, half, n = interval(pd.Series([0.25, math.nan]))
+    assert (mean, n) == (0.25, 1) and math.isnan(half)
+    assert cell(pd.Series([0.1, 0.2, 0.6])) == "0.300 ± 0.657 (n=3)"
+    assert cell(pd.Series([0.25])) == "0.250 (n=1)"
+
+
+def test_groups_by_k_with_alpha_columns_and_seeds_averaged(tmp_path):
+    cluster_store(tmp_path / "mlruns")
+    runs = normalise(Tracker(dir=str(tmp_path / "mlruns")).job_runs("adult_cluster_match"))
+    assert group_columns(runs) == ["params.selector.k"]
+    parts = sections(runs, {"selector.k": 100})
+    assert [(p.title, p.is_paper_setting) for p in parts] == [
+        ("selector.k=50", False),
+        ("selector.k=100", True),
+    ]
+    table = paper_table(parts[1].runs)
+    assert list(table.columns) == ["worst", "α=0.5", "α=1", "mean aux size"]
+    # k=100 adds 0.1 to every seed: mean 0.4, same spread; alpha "1.0" and "1" are one column
+    # holding seeds 0, 1 and 2.
+    assert table.loc[0, "α=0.5"] == "0.400 ± 0.657 (n=3)"
+    assert table.loc[0, "α=1"] == "0.400 ± 0.657 (n=3)"
+    assert table.loc[1, "α=0.5"] == "0.080 ± 0.131 (n=3)"  # worst-5 logged as damage / 5
+    assert table.loc[2, "mean aux size"] == "50.0"
+
+
+def test_headings_show_only_the_keys_each_group_has():
+    runs = pd.DataFrame(
+        {
+            "params.attack.alpha": ["1", "1"],
+            "params.selector.k": ["100", None],
+            "params.selector.max_size": [None, "100.0"],
+        }
+    )
+    assert [p.title for p in sections(normalise(runs), None)] == [
+        "selector.k=100",
+        "selector.max_size=100",
+    ]
+
+
+def test_paper_setting_matches_numbers_as_numbers():
+    runs = normalise(pd.DataFrame({"params.selector.k": ["100.0", "100"], "params.x": ["a", "a"]}))
+    assert matches(runs, {"selector.k": 100, "x": "a"})
+    assert not matches(runs, {"selector.k": 50})
+    assert not matches(runs, {"selector.columns": "a"})  # a key the runs lack
+
+
+def test_time_column_says_what_it_measures():
+    runs = pd.DataFrame(
+        {
+            "start_time": pd.to_datetime(["2026-01-01 00:00:00"] * 2),
+            "end_time": pd.to_datetime(["2026-01-01 00:01:00", "2026-01-01 00:02:00"]),
+        }
+    )
+    name, seconds = durations(runs)
+    assert name == "run time" and list(seconds) == [60, 120]
+    name, seconds = durations(runs.assign(**{"metrics.job_seconds": [70.0, 130.0]}))
+    assert name == "job time" and list(seconds) == [70, 130]
+
+
+def report(tmp_path: Path, *args: str) -> str:
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(PAPER)
+    out = tmp_path / "reports" / "r.md"
+    main(
+        [
+            *args,
+            "--tracking-dir",
+            str(tmp_path / "mlruns"),
+            "--out",
+            str(out),
+            "--paper",
+            str(paper),
+        ]
+    )
+    return out.read_text()
+
+
+def test_report_puts_the_paper_beside_its_setting_only(tmp_path):
+    cluster_store(tmp_path / "mlruns")
+    text = report(tmp_path, "-e", "adult_cluster_match")
+    k50, k100 = text.split("### selector.k=50")[1].split("### selector.k=100")
+    assert "Paper, Table 5" not in k50 and "Paper, Table 5" in k100
+    assert "t₀.₉₇₅,ₙ₋₁" in text and text.count("t₀.₉₇₅,ₙ₋₁") == 1
+    assert (tmp_path / "reports" / "r_adult_cluster_match.png").stat().st_size > 1000
+
+
+def test_report_covers_every_experiment_with_finished_jobs_in_its_own_run(tmp_path):
+    client = cluster_store(tmp_path / "mlruns")
+    job(client, "adult_feature_match", {"attack.alpha": "1", "seed": "0"}, 0.2)
+    job(client, "crashed", {"attack.alpha": "1", "seed": "0"}, 0.2, status="FAILED")
+    text = report(tmp_path)
+    assert "## adult_cluster_match" in text and "## adult_feature_match" in text
+    assert "## crashed" not in text
+    assert "| 0.200 (n=1) |" in text.split("## adult_feature_match")[1]  # one run: no interval
+    (run,) = client.search_runs([client.get_experiment_by_name("reports").experiment_id])
+    assert run.data.tags["subpop.role"] == "report"
+    assert run.data.tags["subpop.report_of"] == "adult_cluster_match, adult_feature_match"
+    jobs = client.get_experiment_by_name("adult_cluster_match").experiment_id
+    assert {r.data.tags["subpop.role"] for r in client.search_runs([jobs])} == {"job"}
+
+
+def test_empty_store_is_one_error_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no MLflow store at sqlite:///.*mlflow.db"):
+        main([])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_without_finished_jobs_is_one_error_and_creates_nothing(tmp_path, monkeypatch):
+    client = client_at(tmp_path / "mlruns")
+    job(client, "crashed", {"attack.alpha": "1", "seed": "0"}, 0.2, status="FAILED")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no finished job runs at"):
+        main([])
+    with pytest.raises(ConfigError, match="'crashed' has no finished job runs"):
+        main(["-e", "crashed"])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mlflow.db", "mlruns"]
+    assert client.get_experiment_by_name("reports") is None
