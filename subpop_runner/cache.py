@@ -1,23 +1,30 @@
 """Cached pipeline stages: the clean victim, the surrogate's representation, the clustering.
 
 Each stage's result (a few numpy arrays) is stored as ``<dir>/<stage>/<hash>.npz``, where the
-hash covers exactly what determines it: the stage name, the seed, the config sections it
-depends on and a fingerprint of subpop_runner's own source. So a multirun's jobs that differ
-only in ``attack.alpha`` share one clean victim, surrogate and clustering, and changing
-anything they depend on, the code that computes them included, computes them afresh. A
-per-key file lock makes parallel jobs wait for the one computing a stage instead of computing
-it twice; files are written to a temporary name and renamed, so a killed job never leaves a
-half-written entry.
+hash covers exactly what determines it: the stage name, the inputs the caller passes (seed,
+config sections, the dataset's content fingerprint) and the source of the code the stage
+runs: the modules it names plus every ``subpop_runner`` module they import, transitively. So
+a multirun's jobs that differ only in ``attack.alpha`` share one clean victim, surrogate and
+clustering; changing anything a stage depends on, its code included, computes it afresh;
+and code it does not run (say, a new selector) leaves its entries valid.
+
+A per-key file lock makes parallel jobs wait for the one computing a stage instead of
+computing it twice; files are written to a temporary name and renamed, so a killed job never
+leaves a half-written entry. An entry that still cannot be read (truncated or overwritten on
+disk) is logged as a warning, deleted and computed again (outcome ``recomputed``).
+`StageCache.check` tells before any work whether the cache folder is writable.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,29 +37,88 @@ from subpop_runner.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+PACKAGE = "subpop_runner"
+PACKAGE_DIR = Path(__file__).parent
+# What np.load raises for a file that is not a complete .npz: empty (EOFError), cut short
+# (BadZipFile), other bytes (ValueError, as pickles are refused), unreadable (OSError).
+UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile)
 
 
-def stage_key(stage: str, parts: Mapping[str, Any]) -> str:
-    """SHA-256 of the stage name, the code fingerprint and its inputs (JSON, sorted keys)."""
-    text = json.dumps(
-        {"stage": stage, "code": code_fingerprint(), **parts}, sort_keys=True, default=str
-    )
+def stage_key(stage: str, parts: Mapping[str, Any], *, code: Sequence[str]) -> str:
+    """SHA-256 of the stage name, the fingerprint of the ``code`` modules it runs and its
+    inputs (JSON, sorted keys)."""
+    fingerprint = code_fingerprint(tuple(sorted(set(code))))
+    text = json.dumps({"stage": stage, "code": fingerprint, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 @cache
-def code_fingerprint(package: Path = Path(__file__).parent) -> str:
-    """SHA-256 of the package's Python source: results computed by older code (say, another
-    model implementation) are not reused, even where the version number did not change."""
+def code_fingerprint(modules: tuple[str, ...], package_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 of the source of ``modules`` and of every ``subpop_runner`` module they import,
+    transitively (see `module_closure`): results computed by other code are not reused, even
+    where the version number did not change. Memoised: a process runs the code it imported."""
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(path.read_bytes())
+    for name, path in sorted(module_closure(modules, package_dir).items()):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
+def module_closure(modules: Iterable[str], package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
+    """Source file of each of ``modules`` and of each ``subpop_runner`` module they import, by
+    module name, found by parsing (nothing is imported). Follows absolute and relative imports
+    anywhere in a file (function-level and ``TYPE_CHECKING`` ones too), ``from package import
+    module``, and the ``__init__`` of every package on the way, which importing runs."""
+    found: dict[str, Path] = {}
+    pending = list(modules)
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        path = _source(name, package_dir)
+        if path is None:
+            raise ValueError(f"no module {name} in {package_dir}")
+        found[name] = path
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        pending += parents + _imports(name, path, package_dir)
+    return found
+
+
+def _imports(name: str, path: Path, package_dir: Path) -> list[str]:
+    """The ``subpop_runner`` modules that the file of module ``name`` imports."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            names.append(base)
+            # `from package import name` imports a submodule when there is one by that name.
+            names += [
+                f"{base}.{alias.name}"
+                for alias in node.names
+                if _source(f"{base}.{alias.name}", package_dir) is not None
+            ]
+    return [n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")]
+
+
+def _source(name: str, package_dir: Path) -> Path | None:
+    """The file defining module ``name`` (``subpop_runner.x.y``) under ``package_dir``."""
+    head, *rest = name.split(".")
+    if head != PACKAGE:
+        return None
+    stem = package_dir.joinpath(*rest)
+    for candidate in (stem.with_suffix(".py") if rest else None, stem / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
 class StageCache:
-    """Get-or-compute for pipeline stages; records whether each stage was a cache hit."""
+    """Get-or-compute for pipeline stages; records how each stage was obtained."""
 
     def __init__(self, *, enabled: bool = True, dir: str = ".cache/stages") -> None:
         if not isinstance(enabled, bool):
@@ -61,26 +127,66 @@ class StageCache:
         self.dir = Path(dir).expanduser().resolve()
         self.outcome: dict[str, str] = {}
 
-    def get(self, stage: str, parts: Mapping[str, Any], compute: Callable[[], Arrays]) -> Arrays:
+    def check(self) -> None:
+        """Raise `ConfigError` unless the cache folder can be created and written (nothing to
+        check when the cache is disabled)."""
+        if not self.enabled:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.dir):
+                pass
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise ConfigError(
+                f"cache.dir={self.dir} cannot be created or written ({reason}); set cache.dir "
+                "to a writable folder, or cache.enabled=false"
+            ) from None
+
+    def get(
+        self,
+        stage: str,
+        parts: Mapping[str, Any],
+        compute: Callable[[], Arrays],
+        *,
+        code: Sequence[str],
+    ) -> Arrays:
+        """The stage's arrays, from the cache or ``compute()``; ``code`` names the modules the
+        stage runs (``subpop_runner.…``), whose import closure is part of the key. The outcome
+        is ``disabled``, ``hit``, ``miss`` or ``recomputed`` (an unreadable entry replaced)."""
         if not self.enabled:
             self.outcome[stage] = "disabled"
             return compute()
-        key = stage_key(stage, parts)
+        key = stage_key(stage, parts, code=code)
         path = self.dir / stage / f"{key}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path.with_suffix(".lock"))):
-            if path.is_file():
-                self.outcome[stage] = "hit"
-                log.info("cache hit: %s (%s)", stage, key[:12])
-                with np.load(path, allow_pickle=False) as stored:
-                    return {name: stored[name] for name in stored.files}
             self.outcome[stage] = "miss"
+            if path.is_file():
+                stored = _read(path)
+                if stored is not None:
+                    self.outcome[stage] = "hit"
+                    log.info("cache hit: %s (%s)", stage, key[:12])
+                    return stored
+                self.outcome[stage] = "recomputed"
             result = compute()
             _write_atomically(path, result, parts)
             return result
 
     def tags(self) -> dict[str, str]:
         return {f"cache.{stage}": outcome for stage, outcome in self.outcome.items()}
+
+
+def _read(path: Path) -> Arrays | None:
+    """The arrays of an entry, or None (after a warning, the file deleted) if it cannot be read
+    back: computing it again is the fix, and a bad file must not fail every later run."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except UNREADABLE as error:
+        log.warning("unreadable cache entry %s (%r): deleted, computing it again", path, error)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _write_atomically(path: Path, arrays: Arrays, parts: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,15 +44,20 @@ def split_indices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle ``range(n)`` and cut it into disjoint train/aux/test index arrays.
 
-    ``sizes`` are fractions of ``n`` (summing to at most 1) for train, aux and test.
+    ``sizes`` are fractions of ``n`` (summing to at most 1) for train, aux and test; each part
+    gets ``floor(size * n)`` rows. When the fractions sum to 1 the rows that flooring leaves
+    over go one each to the parts with the largest remainders (the earlier part on a tie), so
+    every row is used: equal thirds of 48,842 are 16,281 / 16,281 / 16,280.
     """
     if any(s <= 0 for s in sizes) or sum(sizes) > 1 + 1e-9:
         raise ValueError(f"split sizes must be > 0 and sum to <= 1, got {list(sizes)}")
+    exact = np.asarray(sizes, dtype=np.float64) * n
+    # The 1e-6 absorbs float error: 0.29 * 100 is 28.999999999999996, and 29 rows are meant.
+    counts = np.floor(exact + 1e-6).astype(np.int64)
+    if math.isclose(sum(sizes), 1.0, rel_tol=0.0, abs_tol=1e-9):
+        # A stable sort keeps ties in part order.
+        by_remainder = np.argsort(-(exact - counts), kind="stable")
+        counts[by_remainder[: n - counts.sum()]] += 1
     order = np.random.default_rng(seed).permutation(n)
-    n_train, n_aux = int(sizes[0] * n), int(sizes[1] * n)
-    n_test = min(int(round(sizes[2] * n)), n - n_train - n_aux)
-    return (
-        order[:n_train],
-        order[n_train : n_train + n_aux],
-        order[n_train + n_aux : n_train + n_aux + n_test],
-    )
+    ends = np.cumsum(counts)
+    return order[: ends[0]], order[ends[0] : ends[1]], order[ends[1] : ends[2]]

@@ -21,3 +21,17 @@ def test_split_indices_same_seed_same_split_other_seed_other_split():
 def test_split_indices_rejects_impossible_fractions(sizes):
     with pytest.raises(ValueError, match="split sizes"):
         split_indices(10, sizes, seed=0)
+
+
+def test_fractions_summing_to_one_use_every_row():
+    parts = split_indices(48_842, (1 / 3, 1 / 3, 1 / 3), seed=0)
+    assert [len(p) for p in parts] == [16_281, 16_281, 16_280]
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(48_842))
+
+
+def test_fractions_summing_to_less_than_one_leave_the_rest_unused():
+    train, aux, test = split_indices(1000, (0.5, 0.2, 0.2), seed=0)
+    assert (len(train), len(aux), len(test)) == (500, 200, 200)
+    assert len(set(np.concatenate([train, aux, test]))) == 900
+    # 0.29 * 100 is 28.999999999999996 in floats: still 29 rows
+    assert [len(p) for p in split_indices(100, (0.29, 0.3, 0.3), seed=0)] == [29, 30, 30]
