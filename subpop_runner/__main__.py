@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -19,7 +20,6 @@ from subpop_runner import schema
 from subpop_runner.errors import ConfigError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-schema.register()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -39,13 +39,23 @@ def main(cfg: DictConfig) -> float:
     return result.summary["target_damage/worst5"]
 
 
+INTERRUPTED = threading.Event()
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler's kill, `timeout`) as SystemExit: the run ends KILLED."""
     raise SystemExit(128 + signum)
 
 
+def _on_sigint(signum: int, frame: object) -> None:
+    """Remember Ctrl-C: Lightning turns it into ``exit(1)`` during training."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 def cli() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     # Hydra then raises composition errors instead of printing them and exiting 1, so that
     # they end as one `error:` line and exit code 2 like every other bad input.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -56,7 +66,9 @@ def cli() -> None:
             report_main(sys.argv[2:])
         else:
             main()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and not INTERRUPTED.is_set():
+            raise
         print("interrupted: the running MLflow run is marked KILLED", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as error:

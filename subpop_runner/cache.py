@@ -121,8 +121,6 @@ class StageCache:
     """Get-or-compute for pipeline stages; records how each stage was obtained."""
 
     def __init__(self, *, enabled: bool = True, dir: str = ".cache/stages") -> None:
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"cache.enabled must be true or false, got {enabled!r}")
         self.enabled = enabled
         self.dir = Path(dir).expanduser().resolve()
         self.outcome: dict[str, str] = {}

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.errors import ConfigError
 from subpop_runner.metrics import subpop_table, summarize
+from subpop_runner.schema import plain, results_config
 from subpop_runner.selectors.base import PARTS
 from subpop_runner.stages import clean_victim, stage_code, surrogate_features
 from subpop_runner.sweep import job_key
@@ -63,17 +64,19 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     train = victim_trainer(cfg)
     # What the clean victim, surrogate and clustering depend on: their cache key. The data
     # enter by content (file digests), not by where they lie.
-    upstream = {k: container(cfg[k]) for k in ("model", "trainer")} | {
-        "dataset": container(cfg.dataset) | {"data_dir": None, "download_dir": None},
-        "data": dataset.fingerprint(),
-        "seed": cfg.seed,
+    data_files = dataset.fingerprint()
+    config = results_config(cfg)
+    upstream = {k: config[k] for k in ("dataset", "model", "trainer", "seed")} | {
+        "dataset_files": data_files
     }
 
     def memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
         return stages.get(stage, upstream | parts, compute, code=stage_code(cfg, stage))
 
-    params = flatten(container(cfg))
-    tags = job.tags | {JOB_KEY: job_key(cfg), "dataset.verify": str(cfg.dataset.verify).lower()}
+    params = flatten(plain(cfg))
+    tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
+    if not cfg.dataset.verify:
+        tags["dataset.verify"] = "false"
     with tracker.job_run(job.experiment, job.run_name, params, tags, job.parent_run_id) as run:
         clean = memo("clean_victim", {}, lambda: clean_victim(train, splits))
         features = (
@@ -109,7 +112,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
             {
                 "subpops.csv": table,
                 "poison.csv": provenance(poison_sets),
-                "config.yaml": OmegaConf.to_yaml(container(cfg)),
+                "config.yaml": OmegaConf.to_yaml(plain(cfg)),
             }
         )
     log.info(
@@ -120,13 +123,6 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
         summary["target_damage/worst10"],
     )
     return Result(summary, table, run.run_id)
-
-
-def container(node: DictConfig) -> dict:
-    """A config (section) as plain resolved values, without Hydra's own node."""
-    values = OmegaConf.to_container(node, resolve=True)
-    values.pop("hydra", None)
-    return values
 
 
 def victim_trainer(cfg: DictConfig) -> Callable[..., Victims]:

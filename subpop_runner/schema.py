@@ -32,41 +32,44 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 @dataclass(frozen=True)
 class Check:
-    """What a field allows: ``valid`` says it in words, ``test`` decides it."""
+    """What a field allows: ``valid`` says it in words, ``test`` decides it, ``bad`` is a
+    command-line value it refuses (the table-driven tests try it on every field)."""
 
     valid: str
     test: Callable[[Any], bool]
+    bad: str
 
 
 def at_least(low: int, kind: str = "an integer") -> Check:
-    return Check(f"{kind} >= {low}", lambda v: v >= low)
+    return Check(f"{kind} >= {low}", lambda v: v >= low, str(low - 1))
 
 
 def above(low: float) -> Check:
-    return Check(f"a number > {low:g}", lambda v: v > low)
+    return Check(f"a number > {low:g}", lambda v: v > low, f"{low:g}")
 
 
 def fraction() -> Check:
-    return Check("a number in (0, 1]", lambda v: 0 < v <= 1)
+    return Check("a number in (0, 1]", lambda v: 0 < v <= 1, "1.5")
 
 
 def one_of(options: Sequence[str]) -> Check:
-    return Check(f"one of {', '.join(options)}", lambda v: v in options)
+    return Check(f"one of {', '.join(options)}", lambda v: v in options, "bogus")
 
 
 def list_of(options: Sequence[str]) -> Check:
     return Check(
         f"a non-empty list of {', '.join(options)}, e.g. [{options[1]}]",
         lambda v: len(v) > 0 and set(v) <= set(options),
+        "[bogus]",
     )
 
 
 def non_empty_list(kind: str) -> Check:
-    return Check(f"a non-empty list of {kind}", lambda v: len(v) > 0)
+    return Check(f"a non-empty list of {kind}", lambda v: len(v) > 0, "[]")
 
 
 def or_null(check: Check) -> Check:
-    return Check(f"{check.valid}, or null", lambda v: v is None or check.test(v))
+    return Check(f"{check.valid}, or null", lambda v: v is None or check.test(v), check.bad)
 
 
 def value(check: Check | None = None, *, path: bool = False, affects_results: bool = True) -> Any:
@@ -92,15 +95,16 @@ class Schema:
 @dataclass
 class AdultSchema(Schema):
     _target_: str = MISSING
-    data_dir: str | None = value(path=True)
-    download: bool = value()
-    download_dir: str = value(path=True)
-    url: str = value()
+    # Where the files come from does not change a number: their content enters every key.
+    data_dir: str | None = value(path=True, affects_results=False)
+    download: bool = value(affects_results=False)
+    download_dir: str = value(path=True, affects_results=False)
+    url: str = value(affects_results=False)
     train_fraction: float = value(fraction())
     aux_fraction: float = value(fraction())
     test_fraction: float = value(fraction())
     max_rows: int | None = value(or_null(at_least(30)))
-    verify: bool = value()
+    verify: bool = value(affects_results=False)
 
     @classmethod
     def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
@@ -168,7 +172,7 @@ class FeatureMatchSchema(SelectorSchema):
 @dataclass
 class LabelFlipSchema(Schema):
     _target_: str = MISSING
-    alpha: float = value(Check("a number > 0 (the paper uses 0.5, 1, 2)", lambda v: v > 0))
+    alpha: float = value(Check("a number > 0 (the paper uses 0.5, 1, 2)", lambda v: v > 0, "-1"))
     label_rule: str = value(one_of(LABEL_RULES))
 
 
@@ -179,6 +183,7 @@ def _devices() -> Check:
     return Check(
         "an integer >= 1 or auto",
         lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "0",
     )
 
 
@@ -255,7 +260,8 @@ SCHEMAS = {
 
 
 def register() -> None:
-    """Put every schema in Hydra's ConfigStore (group ``schema/<group>``)."""
+    """Put every schema in Hydra's ConfigStore (group ``schema/<group>``); done on import, as
+    every config composed from ``conf/`` needs them."""
     store = ConfigStore.instance()
     for path, schema in SCHEMAS.items():
         group, name = path.split("/")
@@ -274,7 +280,7 @@ def problems(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, str, str
     if not (is_dataclass(schema) and issubclass(schema, Schema)):
         return
     known = {spec.name for spec in fields(schema)}
-    for extra in sorted(set(node.keys()) - known):  # added with `+key=value`
+    for extra in sorted(set(node.keys()) - known - {"hydra"}):  # added with `+key=value`
         yield f"{prefix}{extra}", "no such key", "the keys " + ", ".join(field_names(schema))
     for spec in fields(schema):
         child = node[spec.name]
@@ -370,3 +376,31 @@ def explain(error: BaseException) -> str | None:
 
 def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
+
+
+def results_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config less Hydra's node and less every field that cannot change a number
+    (``affects_results=False``): what cache keys and a job's identity are made of."""
+    values = plain(cfg)
+    for key in keys_where(cfg, lambda meta: not meta.get("affects_results", True)):
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    return values
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain resolved values, without Hydra's own node (which a job config
+    composed by the sweeper still has, and which resolves only inside a job)."""
+    return {
+        key: OmegaConf.to_container(child, resolve=True)
+        if isinstance(child, DictConfig | ListConfig)
+        else child
+        for key, child in cfg.items()
+        if key != "hydra"
+    }
+
+
+register()

@@ -22,28 +22,27 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, read_write
 
 from subpop_runner.cache import code_fingerprint
 from subpop_runner.errors import ConfigError
-from subpop_runner.schema import keys_where, validate
+from subpop_runner.schema import resolve_paths, results_config, validate
 from subpop_runner.tracking import AXES_ENV, PARENT_ENV, experiment_name
 
 log = logging.getLogger(__name__)
 
 
-def job_key(cfg: DictConfig) -> str:
-    """A job's identity: its resolved config without Hydra's own node and without the
-    settings that cannot change a number (tracking, cache, memory budget), plus the code."""
-    values = OmegaConf.to_container(cfg, resolve=True)
-    values.pop("hydra", None)
-    for key in keys_where(cfg, lambda meta: not meta.get("affects_results", True)):
-        *parents, leaf = key.split(".")
-        node = values
-        for part in parents:
-            node = node[part]
-        node.pop(leaf, None)
-    text = json.dumps({"config": values, "code": code_fingerprint()}, sort_keys=True)
+def job_key(cfg: DictConfig, data_files: dict[str, str]) -> str:
+    """A job's identity: its config less the settings that cannot change a number, the
+    digests of the data files it reads, and the fingerprint of the code it runs."""
+    code = ("subpop_runner.pipeline", "subpop_runner.training") + tuple(
+        cfg[group]._target_.rsplit(".", 1)[0]
+        for group in ("dataset", "model", "selector", "attack")
+    )
+    text = json.dumps(
+        {"config": results_config(cfg), "data": data_files, "code": code_fingerprint(code)},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -60,7 +59,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
     tracker = instantiate(sweeper.config.tracking)
     tracker.check()
 
-    keys = [job_key(c) for c in configs]
+    keys = [job_key(c, instantiate(c.dataset).fingerprint()) for c in configs]
     done = tracker.finished_job_keys() if sweeper.resume else set()
     todo = [job for job, key in zip(jobs, keys, strict=True) if key not in done]
     skipped = len(jobs) - len(todo)
@@ -114,6 +113,7 @@ def compose_job(sweeper: Any, overrides: list[str]) -> DictConfig:
         validate(cfg)
     except ConfigError as error:
         raise ConfigError(f"{error} (in the job {' '.join(overrides)})") from None
+    resolve_paths(cfg)
     return cfg
 
 

@@ -92,12 +92,6 @@ class Adult:
         verify: bool = True,
     ) -> None:
         fractions = (train_fraction, aux_fraction, test_fraction)
-        if any(f <= 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
-            raise ConfigError(
-                f"dataset fractions must be > 0 and sum to <= 1, got {list(fractions)}"
-            )
-        if max_rows is not None and max_rows < 30:
-            raise ConfigError(f"dataset.max_rows must be >= 30 or null, got {max_rows}")
         self.data_dir, self.download, self.url = data_dir, download, url
         self.download_dir = Path(download_dir).expanduser()
         self.fractions, self.max_rows, self.verify = fractions, max_rows, verify

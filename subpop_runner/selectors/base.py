@@ -15,9 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from subpop_runner.data.splits import Part, Splits
-from subpop_runner.errors import ConfigError
 
-TAKE_OPTIONS = ("all", "lowest", "middle", "highest")
 PARTS = ("aux", "train", "test")
 
 Features = dict[str, np.ndarray]
@@ -70,13 +68,6 @@ class Selector(ABC):
     uses_surrogate = False
 
     def __init__(self, *, take: Sequence[str] = ("all",), n: int | None = None) -> None:
-        unknown = sorted(set(take) - set(TAKE_OPTIONS))
-        if not take or unknown:
-            raise ConfigError(
-                f"selector.take must be a non-empty list of {list(TAKE_OPTIONS)}, got {list(take)}"
-            )
-        if "all" not in take and (n is None or n < 1):
-            raise ConfigError(f"selector.n must be >= 1 when take={list(take)}, got {n}")
         self.take, self.n = tuple(take), n
 
     def check(self, splits: Splits) -> None:  # noqa: B027 - most selectors need no check

@@ -29,8 +29,6 @@ from subpop_runner.selectors.base import (
 
 log = logging.getLogger(__name__)
 
-REPRESENTATIONS = ("input", "hidden")
-
 
 class ClusterMatch(Selector):
     def __init__(
@@ -44,17 +42,6 @@ class ClusterMatch(Selector):
         n: int | None = None,
     ) -> None:
         super().__init__(take=take, n=n)
-        if k < 1:
-            raise ConfigError(f"selector.k must be >= 1, got {k}")
-        if representation not in REPRESENTATIONS:
-            raise ConfigError(
-                f"selector.representation must be one of {list(REPRESENTATIONS)}, "
-                f"got {representation!r}"
-            )
-        if pca_components is not None and pca_components < 1:
-            raise ConfigError(
-                f"selector.pca_components must be >= 1 or null, got {pca_components}"
-            )
         self.k, self.representation = k, representation
         self.pca_components, self.random_state = pca_components, random_state
         self.uses_surrogate = representation != "input"

@@ -31,13 +31,6 @@ class FeatureMatch(Selector):
         n: int | None = None,
     ) -> None:
         super().__init__(take=take, n=n)
-        if not columns:
-            raise ConfigError("selector.columns must name at least one annotation column")
-        if min_size < 1 or max_size < min_size:
-            raise ConfigError(
-                "selector size bounds need 1 <= min_size <= max_size, "
-                f"got [{min_size}, {max_size}]"
-            )
         self.columns, self.min_size, self.max_size = list(columns), min_size, max_size
 
     def check(self, splits: Splits) -> None:

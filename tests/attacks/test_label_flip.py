@@ -3,7 +3,6 @@ import pytest
 
 from subpop_runner.attacks.label_flip import LabelFlip, flip_label, poison_count
 from subpop_runner.data.splits import Part
-from subpop_runner.errors import ConfigError
 from subpop_runner.selectors.base import Subpopulation
 
 
@@ -46,14 +45,3 @@ def test_max_loss_picks_the_class_the_model_finds_least_likely():
     proba = np.array([[0.1, 0.7, 0.2], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]])
     assert flip_label("max_loss", np.array([1, 1, 1]), proba, 3) == 2
     assert flip_label("least_frequent", np.array([1, 1, 0]), proba, 3) == 2
-
-
-@pytest.mark.parametrize("alpha", [0, -1])
-def test_non_positive_alpha_is_rejected(alpha):
-    with pytest.raises(ConfigError, match=f"attack.alpha must be > 0, got {alpha}"):
-        LabelFlip(alpha=alpha)
-
-
-def test_unknown_label_rule_is_rejected():
-    with pytest.raises(ConfigError, match="label_rule must be one of"):
-        LabelFlip(label_rule="random")

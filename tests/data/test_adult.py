@@ -51,11 +51,6 @@ def test_missing_data_dir_names_the_fix(tmp_path):
         Adult(data_dir=str(tmp_path)).files()
 
 
-def test_bad_fractions_are_rejected():
-    with pytest.raises(ConfigError, match="fractions"):
-        Adult(train_fraction=0.6, aux_fraction=0.6)
-
-
 def test_packaged_copy_is_the_original_uci_files():
     files = Adult().files()
     for name, path in files.items():

@@ -37,11 +37,6 @@ def test_k_larger_than_aux_names_the_limit(blob_splits):
         ClusterMatch(k=81).check(blob_splits)
 
 
-def test_unknown_representation_is_rejected():
-    with pytest.raises(ConfigError, match="representation must be one of"):
-        ClusterMatch(representation="layer7")
-
-
 def test_hidden_representation_needs_the_surrogate():
     assert ClusterMatch(representation="hidden").uses_surrogate
     assert not ClusterMatch(representation="input").uses_surrogate

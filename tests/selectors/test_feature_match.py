@@ -47,8 +47,3 @@ def test_group_without_test_points_is_reported_not_attacked(splits):
 def test_unknown_annotation_column_names_the_choices(splits):
     with pytest.raises(ConfigError, match=r"choose selector.columns from \['race', 'sex'\]"):
         FeatureMatch(columns=["education"]).check(splits)
-
-
-def test_inverted_size_bounds_are_rejected():
-    with pytest.raises(ConfigError, match="min_size <= max_size"):
-        FeatureMatch(min_size=50, max_size=10)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from subpop_runner.errors import ConfigError
 from subpop_runner.selectors.base import mean_confidence, take_ranked
 from subpop_runner.selectors.cluster_match import ClusterMatch
 
@@ -36,10 +35,3 @@ def test_lowest_confidence_subpopulations_are_attacked_first(blob_splits):
     (attacked,) = selection.attacked
     assert attacked.clean_confidence == pytest.approx(0.1)
     assert selection.count("not selected") == 3
-
-
-def test_windowed_take_needs_n():
-    with pytest.raises(ConfigError, match="selector.n must be >= 1"):
-        ClusterMatch(take=["lowest"])
-    with pytest.raises(ConfigError, match="selector.take"):
-        ClusterMatch(take=["worst"])
