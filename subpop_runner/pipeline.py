@@ -57,10 +57,10 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     job = job or JobInfo(experiment_name(cfg), cfg.name or "run", {})
     dataset, selector, attack = (build(cfg, k) for k in ("dataset", "selector", "attack"))
     tracker, stages = build(cfg, "tracking"), build(cfg, "cache")
-    tracker.check()
     stages.check()
     splits = dataset.load(cfg.seed)  # 1. split
     selector.check(splits)
+    tracker.check()
     train = victim_trainer(cfg)
     # What the clean victim, surrogate and clustering depend on: their cache key. The data
     # enter by content (file digests), not by where they lie.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from subpop_runner.cache import code_fingerprint
 from subpop_runner.errors import ConfigError
@@ -76,10 +76,13 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
         return []
 
     hydra_cfg = sweeper.config.hydra
+    sweep_dir = Path(hydra_cfg.sweep.dir).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
     parent = tracker.start_sweep(
         experiment_name(configs[0]),
         sweep_name(hydra_cfg.job.config_name, parsed),
-        sweep_dir=str(Path(hydra_cfg.sweep.dir).resolve()),
+        sweep_dir=str(sweep_dir),
         jobs=len(todo),
     )
     with read_write(hydra_cfg):

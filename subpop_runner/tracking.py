@@ -11,6 +11,7 @@ every job in one process and the fluent active-run stack would leak between jobs
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,10 @@ NAMING_GROUPS = ("dataset", "model", "selector", "attack")
 # How a sweep job learns its parent run and axes: the sweeper has Hydra set these around it.
 PARENT_ENV, AXES_ENV = "SUBPOP_SWEEP_RUN_ID", "SUBPOP_SWEEP_AXES"
 MAX_PARAM_LENGTH = 6000
+# MLflow announces creating and migrating a new SQLite store at INFO on stderr; an `error:`
+# line must stand alone there.
+for _chatty in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 
 class Tracker:

@@ -1,9 +1,16 @@
-"""The `subpop` command end to end: Hydra -> Lightning -> MLflow -> report (real UCI Adult)."""
+"""The `subpop` command end to end: Hydra -> Lightning -> MLflow -> report (real UCI Adult).
+
+Bad input ends as one `error:` line, exit code 2 and no MLflow run; sweeps validate every job
+first, resume after a SIGKILL without duplicates, run in parallel through Hydra's launchers,
+and always close their parent run."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -19,81 +26,75 @@ METRICS = {
     "target_damage/worst10",
     "collateral_damage/worst5",
     "subpops/attacked",
+    "job_seconds",
 }
+# A few epochs: these tests check the plumbing, not the numbers.
+QUICK = ("experiment=smoke_adult", "trainer.max_epochs=3")
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "subpop_runner", *args]
 
 
 def subpop(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "subpop_runner", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return subprocess.run(command(*args), cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def runs(tracking: Path, experiment: str) -> list:
-    client = MlflowClient(f"sqlite:///{tracking / 'mlflow.db'}")
-    found = client.get_experiment_by_name(experiment)
-    return [] if found is None else client.search_runs([found.experiment_id])
+def client(tracking: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tracking / 'mlflow.db'}")
 
 
-def test_smoke_run_logs_metrics_and_artifacts(tmp_path):
-    done = subpop(
-        "experiment=smoke_adult",
-        f"tracking.dir={tmp_path / 'mlruns'}",
-        f"hydra.run.dir={tmp_path / 'out'}",
-        cwd=tmp_path,
-    )
+def runs(tracking: Path, experiment: str | None = None) -> list:
+    if not (tracking / "mlflow.db").exists():
+        return []
+    store = client(tracking)
+    found = [e for e in store.search_experiments() if experiment in (None, e.name)]
+    return store.search_runs([e.experiment_id for e in found]) if found else []
+
+
+def by_role(found: list, role: str) -> list:
+    return [r for r in found if r.data.tags.get("subpop.role") == role]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_smoke_run_logs_metrics_tags_and_artifacts(tmp_path):
+    done = subpop("experiment=smoke_adult", f"tracking.dir={tmp_path / 'mlruns'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = runs(tmp_path / "mlruns", "smoke_adult")
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == "experiment=smoke_adult"  # overrides, never paths
     assert METRICS <= set(run.data.metrics)
     assert 0.5 < run.data.metrics["clean_accuracy"] <= 1
     assert run.data.params["selector.k"] == "8" and run.data.params["attack.alpha"] == "1.0"
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+    tags = run.data.tags
+    assert tags["choice.dataset"] == "adult" and tags["choice.selector"] == "cluster_match"
+    assert tags["device"] == "cpu" and len(tags["subpop.job_key"]) == 64
+    store = client(tmp_path / "mlruns")
+    assert {a.path for a in store.list_artifacts(run.info.run_id)} == {
         "subpops.csv",
         "poison.csv",
         "config.yaml",
     }
-    table = pd.read_csv(client.download_artifacts(run.info.run_id, "subpops.csv", str(tmp_path)))
+    table = pd.read_csv(store.download_artifacts(run.info.run_id, "subpops.csv", str(tmp_path)))
     assert len(table) == 8
-    assert {
-        "id",
-        "description",
-        "aux_size",
-        "train_size",
-        "test_size",
-        "poison_count",
-        "flip_label",
-        "clean_acc_target",
-        "poisoned_acc_target",
-        "target_damage",
-        "collateral_damage",
-    } <= set(table.columns)
     attacked = table[table["status"] == "attacked"]
     assert (attacked["poison_count"] == attacked["aux_size"]).all()  # alpha = 1
 
 
-def test_multirun_makes_parent_and_children_then_report(tmp_path):
+def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path):
     mlruns = tmp_path / "mlruns"
-    done = subpop(
-        "-m",
-        "experiment=smoke_adult",
-        "attack.alpha=0.5,2",
-        f"tracking.dir={mlruns}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
+    done = subpop("-m", *QUICK, "attack.alpha=0.5,2", f"tracking.dir={mlruns}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     found = runs(mlruns, "smoke_adult")
-    parents = [r for r in found if r.data.tags.get("subpop.role") == "sweep"]
-    children = [r for r in found if r.data.tags.get("subpop.role") == "job"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 2
-    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert sorted(float(r.data.params["attack.alpha"]) for r in children) == [0.5, 2.0]
+    (parent,) = by_role(found, "sweep")
+    children = by_role(found, "job")
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "config: attack.alpha=0.5,2"
+    assert sorted(r.info.run_name for r in children) == ["attack.alpha=0.5", "attack.alpha=2.0"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     # the second job reuses the first one's clean victim, surrogate and clustering
     tags = sorted(
         (r.data.tags["cache.clean_victim"], r.data.tags["cache.clustering"]) for r in children
@@ -102,52 +103,176 @@ def test_multirun_makes_parent_and_children_then_report(tmp_path):
 
     out = tmp_path / "report" / "smoke.md"
     done = subpop(
-        "report",
-        "-e",
-        "smoke_adult",
-        "--tracking-dir",
-        str(mlruns),
-        "--out",
-        str(out),
-        "--paper",
-        "",
-        cwd=tmp_path,
+        "report", "--tracking-dir", str(mlruns), "--out", str(out), "--paper", "", cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
-    assert "| worst" in text and "| α=0.5" in text and "| α=2" in text
+    assert "## smoke_adult" in text and "| α=0.5" in text and "| α=2" in text
     assert (out.parent / "smoke_smoke_adult.png").stat().st_size > 1000
-    report_runs = [
-        r for r in runs(mlruns, "smoke_adult") if r.data.tags.get("subpop.role") == "report"
-    ]
-    assert len(report_runs) == 1
+    assert len(by_role(runs(mlruns, "reports"), "report")) == 1
+    assert by_role(runs(mlruns, "smoke_adult"), "report") == []
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["selector=nonexistent"], "Could not find 'selector/nonexistent'"),
-        (["attack.alpha=0"], "attack.alpha must be > 0, got 0"),
-        (["attack.alpha=-1"], "attack.alpha must be > 0, got -1"),
-        (["selector.k=5000"], "choose selector.k <= 666"),
+        (["selector=nonexistent"], "selector: no option 'nonexistent'"),
+        (["selector.kk=3"], "selector.kk: no such key"),
+        (["+model.dropout=0.5"], "model.dropout: no such key"),
+        (["seed=abc"], "seed: "),
+        (["seed=-3"], "seed: got -3"),
+        (["attack.alpha=-1"], "attack.alpha: got -1.0"),
+        (["selector.take=lowest"], "selector.take: "),
+        (["selector.k=5000"], "choose selector.k <= 667"),
         (["dataset.data_dir=/nonexistent/adult"], "not found in dataset.data_dir"),
         (["tracking=server", "tracking.uri=http://127.0.0.1:9"], "cannot reach the MLflow"),
-        (["selector.kk=3"], "Key 'kk' is not in struct"),
-        (["+model.dropout=0.5"], "cannot build model"),
-        (["training.memory_mb=0"], "training.memory_mb must be > 0, got 0"),
-        (["cache.enabled=maybe"], "cache.enabled must be true or false, got 'maybe'"),
+        (["tracking.dir=/proc/x"], "tracking.dir: cannot write"),
+        (["cache.dir=/proc/x"], "cache.dir"),
+        (["training.memory_mb=0"], "training.memory_mb: got 0.0"),
+        (["cache.enabled=maybe"], "cache.enabled: "),
     ],
 )
-def test_bad_input_fails_clearly_before_any_run(tmp_path, args, message):
+def test_bad_input_is_one_error_line_exit_2_and_no_run(tmp_path, args, message):
+    mlruns = tmp_path / "mlruns"
+    done = subpop("experiment=smoke_adult", f"tracking.dir={mlruns}", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = error_lines(done.stderr)
+    assert line.startswith("error: ") and message in line
+    assert runs(mlruns) == []
+
+
+def test_multirun_checks_every_job_before_the_first_runs(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    done = subpop("-m", *QUICK, "attack.alpha=1,-1,2", f"tracking.dir={mlruns}", cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = error_lines(done.stderr)
+    assert "attack.alpha: got -1.0" in line and "attack.alpha=-1" in line
+    assert runs(mlruns) == []
+
+
+def wait_for(predicate, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.5)
+
+
+def test_ctrl_c_ends_the_run_killed_with_exit_130(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    args = ("experiment=smoke_adult", "trainer.max_epochs=3000", "cache.enabled=false")
+    process = subprocess.Popen(
+        command(*args, f"tracking.dir={mlruns}"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: by_role(runs(mlruns), "job"))
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert error_lines(stderr)[-1].startswith("interrupted:")
+    (run,) = runs(mlruns)
+    assert run.info.status == "KILLED"
+
+
+def test_sweep_killed_mid_job_resumes_with_every_job_finished_once(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    args = (
+        "-m",
+        *QUICK,
+        "trainer.max_epochs=60",
+        "attack.alpha=0.5,1,2",
+        f"tracking.dir={mlruns}",
+    )
+    process = subprocess.Popen(
+        command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def second_job_running() -> bool:
+        jobs = by_role(runs(mlruns), "job")
+        return any(r.info.status == "FINISHED" for r in jobs) and any(
+            r.info.status == "RUNNING" for r in jobs
+        )
+
+    wait_for(second_job_running)
+    process.kill()  # SIGKILL: nothing can clean up
+    process.wait()
+
+    done = subpop(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resume: 1 of 3 jobs already have a FINISHED run" in done.stdout + done.stderr
+    jobs = by_role(runs(mlruns), "job")
+    finished = [r for r in jobs if r.info.status == "FINISHED"]
+    keys = Counter(r.data.tags["subpop.job_key"] for r in finished)
+    assert len(keys) == 3 and set(keys.values()) == {1}  # 0 lost, 0 duplicates
+    assert sorted(float(r.data.params["attack.alpha"]) for r in finished) == [0.5, 1.0, 2.0]
+
+    again = subpop(*args, cwd=tmp_path)
+    assert "nothing to run" in again.stdout + again.stderr
+    assert len(by_role(runs(mlruns), "job")) == len(jobs)
+    forced = subpop(*args, "hydra.sweeper.resume=false", "attack.alpha=2", cwd=tmp_path)
+    assert forced.returncode == 0
+    assert len(by_role(runs(mlruns), "job")) == len(jobs) + 1
+
+
+def test_two_sweeps_started_together_keep_their_own_folders_and_parents(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    processes = [
+        subprocess.Popen(
+            command("-m", *QUICK, f"seed={seed}", f"tracking.dir={mlruns}"),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for seed in (0, 1)
+    ]
+    for process in processes:
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    found = runs(mlruns)
+    parents = by_role(found, "sweep")
+    assert len(parents) == 2
+    assert len({p.data.tags["subpop.sweep_dir"] for p in parents}) == 2
+    children = Counter(r.data.tags["mlflow.parentRunId"] for r in by_role(found, "job"))
+    assert children == Counter({p.info.run_id: 1 for p in parents})
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ],
+)
+def test_parallel_launchers_share_one_store_and_cache(tmp_path, launcher):
     mlruns = tmp_path / "mlruns"
     done = subpop(
-        "experiment=smoke_adult",
-        f"tracking.dir={mlruns}",
-        *args,
-        f"hydra.run.dir={tmp_path / 'out'}",
-        cwd=tmp_path,
+        "-m", *QUICK, *launcher, "attack.alpha=0.5,2", f"tracking.dir={mlruns}", cwd=tmp_path
     )
-    assert done.returncode != 0
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
-    assert runs(mlruns, "smoke_adult") == [] if (mlruns / "mlflow.db").exists() else True
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = runs(mlruns, "smoke_adult")
+    (parent,) = by_role(found, "sweep")
+    jobs = by_role(found, "job")
+    assert parent.info.status == "FINISHED"
+    assert [r.info.status for r in jobs] == ["FINISHED", "FINISHED"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert len(list((tmp_path / ".cache" / "stages" / "clean_victim").glob("*.npz"))) == 1
+
+
+def test_chdir_jobs_write_to_the_launch_directory_store(tmp_path):
+    done = subpop(*QUICK, "hydra.job.chdir=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(runs(tmp_path / "mlruns", "smoke_adult")) == 1
+    assert list((tmp_path / ".cache" / "stages").iterdir())
+
+
+def test_a_failing_job_ends_the_sweep_failed(tmp_path):
+    """k larger than the aux set is only known once the data are loaded, inside the job."""
+    mlruns = tmp_path / "mlruns"
+    done = subpop("-m", *QUICK, "selector.k=8,5000", f"tracking.dir={mlruns}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert error_lines(done.stderr)[-1].startswith("error: ")
+    found = runs(mlruns, "smoke_adult")
+    (parent,) = by_role(found, "sweep")
+    assert parent.info.status == "FAILED"
+    assert [r.info.status for r in by_role(found, "job")] == ["FINISHED"]

@@ -49,7 +49,7 @@ class ClusterMatch(Selector):
     def check(self, splits: Splits) -> None:
         if self.k > len(splits.aux):
             raise ConfigError(
-                f"selector.k={self.k} is larger than the aux set ({len(splits.aux)} points): "
+                f"selector.k: {self.k} is larger than the aux set ({len(splits.aux)} points); "
                 f"choose selector.k <= {len(splits.aux)}"
             )
 
