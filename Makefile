@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Default place for MLflow's SQLite store and artifacts (see conf/tracking/sqlite.yaml).
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install run test smoke report ui bench lint clean \
+.PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult \
         sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k
 
 install: $(STAMP)
@@ -24,6 +24,7 @@ run: install
 	$(BIN)/subpop $(ARGS)
 	$(BIN)/subpop report
 
+# Exit code 5 (no tests collected) fails like any other: pytest returns it, make stops.
 test: install
 	$(BIN)/pytest
 
@@ -42,12 +43,26 @@ sweep-adult-table5: install
 sweep-adult-table5-k: install
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table5_k $(ARGS)
 
+# docs/results/adult.md: Table 5's k study (its k=100 jobs are Table 5) and Table 2, 5 seeds
+# each; the sweeps resume, so an interrupted run picks up where it stopped.
+results-adult: install
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table5_k $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table2_feature_match $(ARGS)
+	$(BIN)/subpop report -e adult_cluster_match -e adult_feature_match \
+	  --out docs/results/adult.md --notes docs/results/adult_notes.md
+
 report: install
 	$(BIN)/subpop report $(REPORT_ARGS)
 
 ui: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --workers 1 --backend-store-uri sqlite:///$(MLFLOW_DB)
+
+# A tracking server for sweeps whose jobs run on several machines (tracking=server).
+mlflow-server: install
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
+	  --workers 1 --backend-store-uri sqlite:///$(MLFLOW_DB) \
+	  --artifacts-destination $(CURDIR)/mlruns/artifacts
 
 bench: install
 	$(BIN)/python -m benchmarks.run

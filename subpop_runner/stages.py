@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from omegaconf import DictConfig
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Splits
 from subpop_runner.selectors.base import PARTS
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
     from subpop_runner.training import Victims
 
 # The config groups whose code each stage runs, besides this module and the training layer.

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock
 
 from subpop_runner.errors import ConfigError
 
@@ -53,9 +54,14 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            client = MlflowClient(tracking_uri=self.uri)
             if self.local:
+                # Processes that open a new SQLite store at once race to create its tables
+                # (two sweeps started together, parallel jobs): the first creates, the rest wait.
                 self.dir.mkdir(parents=True, exist_ok=True)
-            self._client = MlflowClient(tracking_uri=self.uri)
+                with FileLock(str(self.dir / ".mlflow.db.lock")):
+                    client.search_experiments(max_results=1)
+            self._client = client
         return self._client
 
     def check(self) -> None:

@@ -7,6 +7,7 @@ and always close their parent run."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -150,6 +151,20 @@ def test_multirun_checks_every_job_before_the_first_runs(tmp_path):
     assert runs(mlruns) == []
 
 
+def job_statuses(tracking: Path) -> list[str]:
+    """Statuses of the job runs, read from the SQLite file without MLflow: a client opening a
+    store that another process is still creating would race it to create the tables."""
+    try:
+        with sqlite3.connect(f"file:{tracking / 'mlflow.db'}?mode=ro", uri=True) as db:
+            rows = db.execute(
+                "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'subpop.role' AND t.value = 'job'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # no file or no tables yet
+        return []
+    return [status for (status,) in rows]
+
+
 def wait_for(predicate, timeout: float = 300) -> None:
     end = time.monotonic() + timeout
     while not predicate():
@@ -167,7 +182,7 @@ def test_ctrl_c_ends_the_run_killed_with_exit_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: by_role(runs(mlruns), "job"))
+    wait_for(lambda: job_statuses(mlruns) == ["RUNNING"])
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
@@ -189,13 +204,7 @@ def test_sweep_killed_mid_job_resumes_with_every_job_finished_once(tmp_path):
         command(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
-    def second_job_running() -> bool:
-        jobs = by_role(runs(mlruns), "job")
-        return any(r.info.status == "FINISHED" for r in jobs) and any(
-            r.info.status == "RUNNING" for r in jobs
-        )
-
-    wait_for(second_job_running)
+    wait_for(lambda: sorted(job_statuses(mlruns)) == ["FINISHED", "RUNNING"])
     process.kill()  # SIGKILL: nothing can clean up
     process.wait()
 
