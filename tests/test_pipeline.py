@@ -60,14 +60,17 @@ def test_sweeps_compose_with_alpha_axis(sweep):
 
 
 def tiny(tmp_path: Path, data_dir: Path, *overrides: str):
-    """smoke_adult on the 240 hand-made rows of `write_adult_files`: 2 epochs, 4 clusters."""
+    """smoke_adult on the 240 hand-made rows of `write_adult_files`, 4 clusters; 3 epochs of
+    5 mini-batches each, fast enough that the batches' random order shows in the results."""
     return config(
         tmp_path,
         "experiment=smoke_adult",
         f"dataset.data_dir={data_dir}",
         "dataset.verify=false",
         "dataset.max_rows=null",
-        "trainer.max_epochs=2",
+        "trainer.max_epochs=3",
+        "model.batch_size=16",
+        "model.learning_rate=0.05",
         "selector.k=4",
         *overrides,
     )
