@@ -71,3 +71,29 @@ def blob_splits() -> Splits:
     rng = np.random.default_rng(0)
     centers = np.array([[0, 0], [5, 0], [0, 5], [5, 5]], dtype=np.float32)
     return Splits(*(blob_part(rng, centers, 20) for _ in range(3)), class_names=("a", "b"))
+
+
+class FakeVictims:
+    """Stands in for trained victims: even odds for every point, the input as hidden layer."""
+
+    def __init__(self, n_victims: int) -> None:
+        self.n_victims, self.device = n_victims, "fake"
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.full((self.n_victims, len(x), 2), 0.5)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x).argmax(-1)
+
+    def hidden(self, x: np.ndarray) -> np.ndarray:
+        return np.repeat(x[None], self.n_victims, axis=0)
+
+
+def recording_trainer(calls: list):
+    """A `train_victims` stand-in that records ``(description, part, poison_sets)``."""
+
+    def train(part: Part, poison_sets, description: str = "victims") -> FakeVictims:
+        calls.append((description, part, list(poison_sets)))
+        return FakeVictims(len(poison_sets))
+
+    return train

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from subpop_runner import pipeline
 from subpop_runner.attacks.label_flip import LabelFlip
+from subpop_runner.data.adult import Adult
 
-from .conftest import ROOT
+from .conftest import ROOT, recording_trainer, write_adult_files
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("adult_*.yaml"))
@@ -54,3 +57,89 @@ def test_sweeps_compose_with_alpha_axis(sweep):
         )
     assert cfg.hydra.sweeper.params["attack.alpha"] == "0.5,1,2"
     assert cfg.name in {"adult_cluster_match", "adult_feature_match"}
+
+
+def tiny(tmp_path: Path, data_dir: Path, *overrides: str):
+    """smoke_adult on the 240 hand-made rows of `write_adult_files`, 4 clusters; 3 epochs of
+    5 mini-batches each, fast enough that the batches' random order shows in the results."""
+    return config(
+        tmp_path,
+        "experiment=smoke_adult",
+        f"dataset.data_dir={data_dir}",
+        "dataset.verify=false",
+        "dataset.max_rows=null",
+        "trainer.max_epochs=3",
+        "model.batch_size=16",
+        "model.learning_rate=0.05",
+        "selector.k=4",
+        *overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory) -> Path:
+    """One MLflow store for the tests below (creating one costs seconds)."""
+    return tmp_path_factory.mktemp("tracking")
+
+
+def test_victims_train_on_train_with_their_own_poison_and_the_surrogate_on_aux(
+    tmp_path, tracking, monkeypatch
+):
+    calls: list = []
+    monkeypatch.setattr(pipeline, "victim_trainer", lambda cfg: recording_trainer(calls))
+    data_dir = write_adult_files(tmp_path / "adult")
+    cfg = tiny(tracking, data_dir, "cache.enabled=false", "attack.alpha=0.5")
+    result = pipeline.run(cfg)
+    splits = Adult(data_dir=str(data_dir), verify=False).load(seed=0)
+    clean, surrogate, poisoned = calls
+    assert clean[0] == "clean victim" and np.array_equal(clean[1].x, splits.train.x)
+    assert surrogate[0] == "surrogate on aux" and np.array_equal(surrogate[1].x, splits.aux.x)
+    assert [len(p) for p in clean[2] + surrogate[2]] == [0, 0]
+    assert np.array_equal(poisoned[1].x, splits.train.x)
+    attacked = result.subpops[result.subpops["status"] == "attacked"].set_index("id")
+    assert [p.subpop_id for p in poisoned[2]] == list(attacked.index)
+    for poison in poisoned[2]:
+        assert len(poison) == int(0.5 * attacked.loc[poison.subpop_id, "aux_size"])
+        assert np.array_equal(poison.x, splits.aux.x[poison.source_index])
+
+
+def cached_run(tracking: Path, data_dir: Path, cache: Path, seed: int):
+    """One tiny run on ``cache``: its result and how each stage was obtained."""
+    result = pipeline.run(tiny(tracking, data_dir, f"cache.dir={cache}", f"seed={seed}"))
+    client = MlflowClient(f"sqlite:///{tracking / 'mlruns' / 'mlflow.db'}")
+    tags = client.get_run(result.run_id).data.tags
+    return result, {k: v for k, v in tags.items() if k.startswith("cache.")}
+
+
+STAGES = ("cache.clean_victim", "cache.surrogate", "cache.clustering")
+
+
+def same_numbers(a: pipeline.Result, b: pipeline.Result) -> None:
+    np.testing.assert_equal(a.summary, b.summary)
+    pd.testing.assert_frame_equal(a.subpops, b.subpops)
+
+
+def test_another_seed_on_one_cache_reuses_nothing_of_the_first(tmp_path, tracking):
+    data_dir = write_adult_files(tmp_path / "adult")
+    cached_run(tracking, data_dir, tmp_path / "shared", seed=0)
+    second, outcome = cached_run(tracking, data_dir, tmp_path / "shared", seed=1)
+    assert outcome == dict.fromkeys(STAGES, "miss")
+    alone, _ = cached_run(tracking, data_dir, tmp_path / "fresh", seed=1)
+    same_numbers(second, alone)
+
+
+def test_the_same_seed_again_reuses_every_stage_with_identical_numbers(tmp_path, tracking):
+    data_dir = write_adult_files(tmp_path / "adult")
+    first, outcome = cached_run(tracking, data_dir, tmp_path / "cache", seed=3)
+    assert outcome == dict.fromkeys(STAGES, "miss")
+    again, outcome = cached_run(tracking, data_dir, tmp_path / "cache", seed=3)
+    assert outcome == dict.fromkeys(STAGES, "hit")
+    same_numbers(first, again)
+
+
+def test_a_data_file_changed_in_place_is_a_cache_miss(tmp_path, tracking):
+    data_dir = write_adult_files(tmp_path / "adult")
+    cached_run(tracking, data_dir, tmp_path / "cache", seed=0)
+    write_adult_files(data_dir, seed=1)  # same path, other rows
+    _, outcome = cached_run(tracking, data_dir, tmp_path / "cache", seed=0)
+    assert outcome == dict.fromkeys(STAGES, "miss")

@@ -122,3 +122,30 @@ def test_batched_victims_match_one_at_a_time(adult_small):
     acc_single = (single.predict(adult_small.test.x) == y).mean(1)
     assert abs(acc_batched.mean() - acc_single.mean()) < 0.01
     assert np.abs(acc_batched - acc_single).max() < 0.03
+
+
+def flipped_copies(victim: int, train: Part, rows: np.ndarray) -> PoisonSet:
+    rows = np.tile(rows, 4)
+    return PoisonSet(victim, train.x[rows], 1 - train.y[rows], rows)
+
+
+def test_batched_victims_learn_only_their_own_poison():
+    """One module, three victims: no poison, the right end flipped, the left end flipped.
+    Had a victim seen another's poison, it would get that end wrong too."""
+    x = np.linspace(-1, 1, 80, dtype=np.float32)[:, None]
+    train = Part(x, (x[:, 0] > 0).astype(np.int64))
+    sets = [
+        PoisonSet.empty(1),
+        flipped_copies(1, train, np.flatnonzero(x[:, 0] > 0.5)),
+        flipped_copies(2, train, np.flatnonzero(x[:, 0] < -0.5)),
+    ]
+    victims = train_victims(
+        train,
+        sets,
+        model=partial(MLP, learning_rate=0.05, batch_size=8),
+        trainer=partial(trainer, max_epochs=8),
+        seed=0,
+    )
+    assert len(victims.chunks) == 1
+    ends = np.array([[-0.9], [-0.7], [0.7], [0.9]], np.float32)
+    assert victims.predict(ends).tolist() == [[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]]

@@ -45,3 +45,26 @@ def test_max_loss_picks_the_class_the_model_finds_least_likely():
     proba = np.array([[0.1, 0.7, 0.2], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]])
     assert flip_label("max_loss", np.array([1, 1, 1]), proba, 3) == 2
     assert flip_label("least_frequent", np.array([1, 1, 0]), proba, 3) == 2
+
+
+def test_poison_count_follows_the_subpops_aux_size_not_train_or_test(aux):
+    members = np.zeros(20, bool)
+    members[:5] = True
+    train, test = np.zeros(30, bool), np.zeros(10, bool)
+    train[:9], test[:2] = True, True
+    subpop = Subpopulation(id=1, description="", aux=members, train=train, test=test)
+    proba = np.full((20, 2), 0.5)
+    assert len(LabelFlip(alpha=1).poison(subpop, aux, proba, seed=0)) == 5
+    assert len(LabelFlip(alpha=0.5).poison(subpop, aux, proba, seed=0)) == 2
+
+
+@pytest.mark.parametrize(("rule", "label"), [("least_frequent", 0), ("max_loss", 1)])
+def test_flip_label_is_decided_by_the_subpops_own_aux_points(aux, rule, label):
+    """Both rules are asked where they disagree, and where the whole aux set would decide
+    the other way: aux as a whole has fewer 1s, and the model finds 0 unlikely there."""
+    members = np.zeros(20, bool)
+    members[[0, *range(14, 20)]] = True  # one of class 0, six of class 1
+    proba = np.tile([0.1, 0.9], (20, 1))
+    proba[members] = [0.9, 0.1]  # on the subpopulation, class 1 is the unlikely one
+    poison = LabelFlip(alpha=1, label_rule=rule).poison(subpop(members), aux, proba, seed=0)
+    assert set(poison.y) == {label}

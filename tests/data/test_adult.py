@@ -2,6 +2,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from subpop_runner.data import adult
@@ -44,6 +45,16 @@ def test_load_gives_disjoint_thirds_with_paper_preprocessing(adult_dir):
 def test_same_seed_same_split(adult_dir):
     a, b = (Adult(data_dir=str(adult_dir), verify=False).load(seed=4) for _ in range(2))
     assert np.array_equal(a.test.x, b.test.x) and np.array_equal(a.aux.y, b.aux.y)
+
+
+def test_row_sample_follows_the_seed(adult_dir):
+    first, again, other = (
+        Adult(data_dir=str(adult_dir), verify=False, max_rows=90).load(seed=s) for s in (4, 4, 5)
+    )
+    assert len(first.train) + len(first.aux) + len(first.test) == 90
+    assert first.aux.annotations.equals(again.aux.annotations)
+    assert np.array_equal(first.train.x, again.train.x)
+    assert not np.array_equal(first.train.x, other.train.x)
 
 
 def test_missing_data_dir_names_the_fix(tmp_path):
@@ -182,3 +193,21 @@ def test_fingerprint_follows_the_content_not_the_folder(adult_dir, tmp_path):
     for name in adult.SHA256:
         (copy / name).write_bytes((adult_dir / name).read_bytes())
     assert Adult(data_dir=str(copy)).fingerprint() == original
+
+
+def test_numeric_columns_are_standardised_with_train_rows_only():
+    """Train rows (0, 1) and the rest have different means and spreads: statistics of any
+    other rows would scale them differently."""
+    ages = [20.0, 40.0, 100.0, 90.0]
+    frame = pd.DataFrame(
+        {column: [1.0, 3.0, 50.0, 70.0] for column in adult.NUMERIC}
+        | {"age": ages}
+        | {column: ["a", "b", "a", "c"] for column in adult.CATEGORICAL}
+        | {"income": ["<=50K", ">50K", ">50K", ">50K"]}
+    )
+    features, labels = adult.preprocess(frame, fit_rows=np.array([0, 1]))
+    age = adult.NUMERIC.index("age")
+    assert np.allclose(features[:, age], [-1.0, 1.0, 7.0, 6.0])  # mean 30, sd 10 (ddof=0)
+    others = [i for i in range(len(adult.NUMERIC)) if i != age]
+    assert np.allclose(features[:, others], np.array([[-1.0, 1.0, 48.0, 68.0]]).T)
+    assert labels.tolist() == [0, 1, 1, 1]

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
+from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.selectors.cluster_match import ClusterMatch
+
+from ..conftest import blob_part
 
 
 def inputs(splits):
@@ -40,3 +43,27 @@ def test_k_larger_than_aux_names_the_limit(blob_splits):
 def test_hidden_representation_needs_the_surrogate():
     assert ClusterMatch(representation="hidden").uses_surrogate
     assert not ClusterMatch(representation="input").uses_surrogate
+
+
+def line_of_blobs(rng, axis: int, per_blob: int = 20):
+    """Four blobs 5 apart along ``axis`` (0: x, 1: y); annotation = blob index."""
+    centers = np.zeros((4, 2), np.float32)
+    centers[:, axis] = [0, 5, 10, 15]
+    return blob_part(rng, centers, per_blob)
+
+
+def test_pca_and_kmeans_are_fitted_on_aux_only():
+    """Aux spreads along x, train and test along y: a PCA(1) or KMeans fitted on anything but
+    aux would cut aux into other clusters."""
+    rng = np.random.default_rng(1)
+    aux, train, test = line_of_blobs(rng, 0), line_of_blobs(rng, 1), line_of_blobs(rng, 1)
+    splits = Splits(train, aux, test, ("a", "b"))
+    found = ClusterMatch(k=4, representation="input", pca_components=1).candidates(
+        splits, inputs(splits)
+    )
+    for subpop in found:
+        assert subpop.sizes["aux"] == 20
+        assert aux.annotations.loc[subpop.aux, "group"].nunique() == 1
+    # projected on aux's axis, every train and test point lies at x = 0: the cluster of g0
+    (g0,) = [s for s in found if aux.annotations.loc[s.aux, "group"].iloc[0] == "g0"]
+    assert g0.train.all() and g0.test.all()

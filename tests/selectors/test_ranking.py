@@ -1,6 +1,9 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from subpop_runner.data.splits import Part
 from subpop_runner.selectors.base import mean_confidence, take_ranked
 from subpop_runner.selectors.cluster_match import ClusterMatch
 
@@ -35,3 +38,22 @@ def test_lowest_confidence_subpopulations_are_attacked_first(blob_splits):
     (attacked,) = selection.attacked
     assert attacked.clean_confidence == pytest.approx(0.1)
     assert selection.count("not selected") == 3
+
+
+def test_subpops_without_test_points_are_kept_counted_and_left_out_of_the_ranking(blob_splits):
+    test = blob_splits.test
+    keep = (test.annotations["group"] != "g3").to_numpy()  # no test points near blob g3
+    splits = replace(blob_splits, test=Part(test.x[keep], test.y[keep], test.annotations[keep]))
+    group = splits.aux.annotations["group"].to_numpy()
+    proba = np.full((len(splits.aux), 2), 0.5)
+    proba[group == "g3"] = [0.9, 0.1]  # g3 (label 1) would rank lowest: confidence 0.1
+    proba[group == "g2"] = [0.3, 0.7]  # g2 (label 0) is next: confidence 0.3
+    selection = ClusterMatch(
+        k=4, representation="input", pca_components=2, take=["lowest"], n=1
+    ).select(splits, proba, {p: getattr(splits, p).x for p in ("aux", "train", "test")})
+    (attacked,) = selection.attacked
+    assert attacked.clean_confidence == pytest.approx(0.3)
+    (empty,) = [s for s in selection.candidates if not s.test.any()]
+    assert selection.status[empty.id] == "no test points"
+    assert empty.clean_confidence == pytest.approx(0.1)
+    assert len(selection.candidates) == 4 and selection.count("not selected") == 2
