@@ -54,13 +54,15 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(tracking_uri=self.uri)
-            if self.local:
-                # Processes that open a new SQLite store at once race to create its tables
-                # (two sweeps started together, parallel jobs): the first creates, the rest wait.
-                self.dir.mkdir(parents=True, exist_ok=True)
-                with FileLock(str(self.dir / ".mlflow.db.lock")):
-                    client.search_experiments(max_results=1)
+            if not self.local:
+                self._client = MlflowClient(tracking_uri=self.uri)
+                return self._client
+            # Processes that open a new SQLite store at once race to create its tables (two
+            # sweeps started together, parallel jobs): the first creates them, the rest wait.
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.dir / ".mlflow.db.lock")):
+                client = MlflowClient(tracking_uri=self.uri)
+                client.search_experiments(max_results=1)
             self._client = client
         return self._client
 
