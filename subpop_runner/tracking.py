@@ -11,6 +11,7 @@ every job in one process and the fluent active-run stack would leak between jobs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -60,7 +61,7 @@ class Tracker:
             # Processes that open a new SQLite store at once race to create its tables (two
             # sweeps started together, parallel jobs): the first creates them, the rest wait.
             self.dir.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(self.dir / ".mlflow.db.lock")):
+            with FileLock(_lock_path(self.uri)):
                 client = MlflowClient(tracking_uri=self.uri)
                 client.search_experiments(max_results=1)
             self._client = client
@@ -263,6 +264,12 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def _lock_path(uri: str) -> str:
+    """A lock file for a store, outside it (a report on a store must leave it as it was)."""
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return str(Path(tempfile.gettempdir()) / f"subpop_runner-store-{digest}.lock")
 
 
 @contextlib.contextmanager
