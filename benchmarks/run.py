@@ -6,6 +6,8 @@
    the grid size is the one-at-a-time cost), in one run; plus the sampled victims' damage
    under both paths (one at a time with two seeds) and under four more batched seeds, to
    compare with seed noise, and the most damaged of them retrained with 10 seeds on each path.
+   Beside them scikit-learn's `MLPClassifier`, the paper's model, fitted one victim at a time
+   on the same sample (speed and damage), and the grid's compute floor on this CPU.
    Also the whole grid from scratch: in one process (clean victim, surrogate, clustering, 300
    victims), and as users run it, `make sweep-adult-table5` (a Hydra multirun of three jobs).
 2. A multirun's second job with a warm stage cache vs a cold one.
@@ -15,31 +17,43 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from functools import partial
+from itertools import combinations
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy.stats import mannwhitneyu
 
+from benchmarks.reference import (
+    EpochsPerVictim,
+    blas_threads,
+    flops_per_row,
+    matmul_flops,
+    sklearn_victims,
+    with_callback,
+)
 from subpop_runner import pipeline
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part
 from subpop_runner.metrics import damage
 from subpop_runner.models.mlp import MLP
 from subpop_runner.report import machine
-from subpop_runner.training import train_victims
+from subpop_runner.training import Victims, train_victims
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.5, 1.0, 2.0)
 SEEDS = (0, 1, 2, 3, 4)  # batched seeds for the seed-noise range
+PAIR = (0, 1)  # seeds of the one-at-a-time paths (ours and scikit-learn's) on the sample
 REPEATS = 10  # seeds per path for the most damaged sampled victim
 EQUIVALENCE_METHOD = (
     "How equivalence is measured: both paths run one procedure (optimiser, batches, epochs, "
@@ -52,7 +66,10 @@ EQUIVALENCE_METHOD = (
     "6 victims of a 3,000-row Adult sample. The max row is the sample's worst-1, decided by "
     "one victim: were the two paths exchangeable, a one-at-a-time value would fall outside "
     "the range of five batched seeds one time in three (it is then the highest or lowest of "
-    "six draws), so the bench trains the one-at-a-time victims with two seeds."
+    "six draws), so the bench trains the one-at-a-time victims with two seeds. "
+    "scikit-learn's `MLPClassifier`, the model both paths reproduce (the same optimiser, "
+    "init, batches and stopping rule: `subpop_runner/models/mlp.py`), is read the same way, "
+    "with two `random_state`s, and its damage is measured against the same clean victim."
 )
 
 
@@ -84,8 +101,8 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def target_damages(splits, clean_pred, victims, subpops) -> np.ndarray:
-    predictions = victims.predict(splits.test.x)
+def target_damages(splits, clean_pred, predictions: np.ndarray, subpops) -> np.ndarray:
+    """Target damage of each victim from its test predictions ``[V, n]``."""
     return np.array(
         [
             damage(clean_pred, pred, splits.test.y, s.test)["target_damage"]
@@ -95,7 +112,10 @@ def target_damages(splits, clean_pred, victims, subpops) -> np.ndarray:
 
 
 def sweep_seconds() -> float:
-    """Wall time of the Table 5 sweep as `make sweep-adult-table5` runs it, cold cache."""
+    """Wall time of the Table 5 sweep as `make sweep-adult-table5` runs it, cold cache, with
+    this checkout's code (also where the venv's editable install points at another one)."""
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
     with tempfile.TemporaryDirectory() as folder:
         command = [
             str(Path(sys.executable).with_name("subpop")),
@@ -108,50 +128,93 @@ def sweep_seconds() -> float:
             f"tracking.dir={folder}/mlruns",
             f"hydra.sweep.dir={folder}/multirun",
         ]
-        _, seconds = timed(subprocess.run, command, check=True, capture_output=True)
+        _, seconds = timed(subprocess.run, command, check=True, capture_output=True, env=env)
     return seconds
+
+
+def compute_floor(splits, sets: list[PoisonSet], victims: Victims, epochs: np.ndarray) -> tuple:
+    """The grid's training FLOPs, the matmul FLOP/s they could run at, and the text saying so."""
+    chunk = victims.chunks[0]
+    (n_features, hidden), outputs = chunk.shapes[0], chunk.shapes[2][0]
+    rows = len(splits.train) + np.array([len(p) for p in sets])
+    per_row = flops_per_row(n_features, hidden, outputs)
+    flops = float((epochs * rows).sum()) * per_row
+    columns = hidden * max(c.n_victims for c in victims.chunks)
+    rate = matmul_flops(chunk.batch_size, n_features, columns)
+    text = (
+        f"The grid's training needs {flops / 1e12:.2f} TFLOP: {per_row:,} FLOPs per row per "
+        f"epoch (forward and backward of the {n_features}→{hidden}→{outputs} MLP, matmuls "
+        "only: `benchmarks/reference.py::flops_per_row`) × the victim's "
+        f"{len(splits.train):,} train rows plus its poison × the epochs it trained in the "
+        f"batched run (mean {epochs.mean():.0f}, {epochs.min()}–{epochs.max()}, counted per "
+        "victim: a chunk computes only the victims still training). A float32 "
+        f"`[{chunk.batch_size}, {n_features}] @ [{n_features}, {columns}]` matmul (a step's "
+        "shared rows through every victim's first layer) runs at "
+        f"{rate / 1e9:.0f} GFLOP/s here (torch, {torch.get_num_threads()} threads, best of "
+        "repeated timings)."
+    )
+    return flops, rate, text
 
 
 def grid_section(sample_size: int) -> list[str]:
     cfg = config("experiment=adult_cluster_match")
     (splits, clean_pred, sets, subpops), t_prepare = timed(grid_poison_sets, cfg)
+    trainer = pipeline.build(cfg, "trainer")
     train = partial(
-        train_victims,
-        splits.train,
-        model=pipeline.build(cfg, "model"),
-        trainer=pipeline.build(cfg, "trainer"),
+        train_victims, splits.train, model=pipeline.build(cfg, "model"), trainer=trainer
     )
-    batched, t_batched = timed(train, sets, seed=0, batched=True)
+    counter = EpochsPerVictim()
+    batched, t_batched = timed(
+        train, sets, seed=0, batched=True, trainer=with_callback(trainer, counter)
+    )
+    flops, rate, floor_text = compute_floor(splits, sets, batched, counter.epochs)
     t_sweep = sweep_seconds()
     pick = np.sort(np.random.default_rng(0).choice(len(sets), sample_size, replace=False))
     sample = [sets[i] for i in pick]
-    single, t_single = timed(train, sample, seed=0, batched=False)
+    single, t_single = timed(train, sample, seed=PAIR[0], batched=False)
     per_victim = t_single / sample_size
-    singles = [single, train(sample, seed=1, batched=False)]
+    singles = [single, train(sample, seed=PAIR[1], batched=False)]
     others = [train(sample, seed=seed, batched=True) for seed in SEEDS[1:]]
+    reference = [sklearn_victims(splits.train, sample, splits.test.x, seed=s) for s in PAIR]
+    sk_seconds = np.concatenate([fits.seconds for fits in reference])
+    sk_per_victim = sk_seconds.mean()
 
-    full = target_damages(splits, clean_pred, batched, subpops)
+    test = lambda v: v.predict(splits.test.x)  # noqa: E731
+    full = target_damages(splits, clean_pred, test(batched), subpops)
     picked = [subpops[i] for i in pick]
-    d_single = np.stack([target_damages(splits, clean_pred, v, picked) for v in singles])
-    d_seeds = np.stack(
-        [full[pick]] + [target_damages(splits, clean_pred, v, picked) for v in others]
+    d_single = np.stack([target_damages(splits, clean_pred, test(v), picked) for v in singles])
+    d_sklearn = np.stack(
+        [target_damages(splits, clean_pred, fits.predictions, picked) for fits in reference]
     )
-    acc = lambda v: (v.predict(splits.test.x) == splits.test.y).mean(1)  # noqa: E731
+    d_seeds = np.stack(
+        [full[pick]] + [target_damages(splits, clean_pred, test(v), picked) for v in others]
+    )
+    acc = lambda pred: (pred == splits.test.y).mean(1)  # noqa: E731
     # The sample's most damaged victim, retrained with REPEATS seeds on each path.
     worst = int(pick[d_seeds[0].argmax()])
     repeated = [sets[worst]] * REPEATS
-    by_path = {
-        path: target_damages(
-            splits,
-            clean_pred,
-            train(repeated, seed=100, batched=batched_path),
-            [subpops[worst]] * REPEATS,
-        )
+    predictions = {
+        path: test(train(repeated, seed=100, batched=batched_path))
         for path, batched_path in (("batched", True), ("one at a time", False))
     }
-    p_value = mannwhitneyu(*by_path.values()).pvalue
-    acc_b, acc_s = acc(batched)[pick], [acc(v).mean() for v in singles]
+    predictions["scikit-learn"] = np.concatenate(
+        [
+            sklearn_victims(splits.train, [sets[worst]], splits.test.x, seed=100 + r).predictions
+            for r in range(REPEATS)
+        ]
+    )
+    by_path = {
+        path: target_damages(splits, clean_pred, pred, [subpops[worst]] * REPEATS)
+        for path, pred in predictions.items()
+    }
+    p_values = [
+        (a, b, mannwhitneyu(by_path[a], by_path[b]).pvalue) for a, b in combinations(by_path, 2)
+    ]
+    acc_b, acc_s = acc(test(batched))[pick], [acc(test(v)).mean() for v in singles]
+    acc_r = [acc(fits.predictions).mean() for fits in reference]
     both = lambda values: " / ".join(f"{v:.3f}" for v in values)  # noqa: E731
+    epochs_single = np.array(single.epochs)
+    epochs_sklearn = reference[0].epochs
     rows = [
         f"Grid: {len(sets)} poisoned victims ({len(sets) // len(ALPHAS)} subpopulations x "
         f"{len(ALPHAS)} poison rates), {len(splits.train)} training rows each plus its poison.",
@@ -163,10 +226,25 @@ def grid_section(sample_size: int) -> list[str]:
         f"| one at a time (`training.batched=false`) | {sample_size} (random sample) | "
         f"{t_single:.0f} s | {per_victim:.1f} s | **{per_victim * len(sets) / 60:.0f} min** "
         "(per victim x grid) |",
+        f"| scikit-learn `MLPClassifier(hidden_layer_sizes=(10,), max_iter=3000)`, one at a "
+        f"time | the same {sample_size} x {len(PAIR)} seeds | {sk_seconds.sum():.0f} s | "
+        f"{sk_per_victim:.1f} s (sd {sk_seconds.std():.1f}, "
+        f"{sk_seconds.min():.1f} – {sk_seconds.max():.1f}) | "
+        f"**{sk_per_victim * len(sets) / 60:.0f} min** (per victim x grid) |",
         "",
-        f"Speed-up of the batched path: **{per_victim * len(sets) / t_batched:.0f}x**. "
-        f"Chunks: {len(batched.chunks)}; epochs until the last victim stopped: "
-        f"{max(batched.epochs)}.",
+        f"Speed-up of the batched path: **{per_victim * len(sets) / t_batched:.0f}x** over our "
+        f"one at a time, **{sk_per_victim * len(sets) / t_batched:.0f}x** over scikit-learn one "
+        f"at a time. Chunks: {len(batched.chunks)}; epochs until the last victim stopped: "
+        f"{max(batched.epochs)}. On the sample, mean epochs per victim (seed 0): batched "
+        f"{counter.epochs[pick].mean():.0f}, one at a time {epochs_single.mean():.0f}, "
+        f"scikit-learn {epochs_sklearn.mean():.0f}; seconds per epoch: one at a time "
+        f"{t_single / epochs_single.sum():.3f}, scikit-learn "
+        f"{reference[0].seconds.sum() / epochs_sklearn.sum():.3f}. scikit-learn ran with its "
+        f"default thread pools (threadpoolctl: {blas_threads()}); the float32 arrays go in "
+        "as they are (float32 stays float32 in `MLPClassifier`).",
+        "",
+        f"Compute floor: {floor_text} So the floor is **{flops / rate:.1f} s**; the batched "
+        f"path takes {t_batched:.0f} s, **{t_batched / (flops / rate):.1f}x** the floor.",
         "",
         "The whole grid from scratch (data, clean victim, surrogate, clustering, poison sets, "
         "then the victims):",
@@ -182,20 +260,24 @@ def grid_section(sample_size: int) -> list[str]:
         "",
         f"Equivalence on the {sample_size} sampled victims (same poison sets):",
         "",
-        "| | batched, seed 0 | one at a time, seeds 0 / 1 | batched, seeds 0-4: range |",
-        "|---|---|---|---|",
-        f"| mean test accuracy | {acc_b.mean():.4f} | {both(acc_s)} | |",
+        "| | batched, seed 0 | one at a time, seeds 0 / 1 | scikit-learn, `random_state` "
+        "0 / 1 | batched, seeds 0-4: range |",
+        "|---|---|---|---|---|",
+        f"| mean test accuracy | {acc_b.mean():.4f} | {both(acc_s)} | {both(acc_r)} | |",
         f"| mean target damage | {d_seeds[0].mean():.3f} | {both(d_single.mean(1))} | "
+        f"{both(d_sklearn.mean(1))} | "
         f"{d_seeds.mean(1).min():.3f} – {d_seeds.mean(1).max():.3f} |",
         f"| max target damage | {d_seeds[0].max():.3f} | {both(d_single.max(1))} | "
+        f"{both(d_sklearn.max(1))} | "
         f"{d_seeds.max(1).min():.3f} – {d_seeds.max(1).max():.3f} |",
         f"| mean abs. difference per victim | | {both(np.abs(d_single - d_seeds[0]).mean(1))} "
+        f"(batched seed 0 vs each) | {both(np.abs(d_sklearn - d_seeds[0]).mean(1))} "
         f"(batched seed 0 vs each) | {np.abs(d_seeds[1:] - d_seeds[0]).mean():.3f} "
         "(batched seed 0 vs seeds 1-4) |",
         "",
         f"The sample's most damaged victim (α={subpops[worst][0]:g}), trained {REPEATS} times "
         "on each path with different seeds (a batched chunk of copies of its poison set; "
-        "one-at-a-time fits):",
+        "one-at-a-time fits; scikit-learn fits):",
         "",
         "| path | target damage, mean ± sd | min – max |",
         "|---|---|---|",
@@ -204,7 +286,9 @@ def grid_section(sample_size: int) -> list[str]:
             for path, d in by_path.items()
         ],
         "",
-        f"Mann-Whitney U test of equal distributions: p = {p_value:.2f}.",
+        "Mann-Whitney U tests of equal distributions: "
+        + "; ".join(f"{a} vs {b}, p = {p:.2f}" for a, b, p in p_values)
+        + ".",
         "",
         "Worst-k target damage of the whole grid (batched):",
         "",
@@ -306,6 +390,12 @@ def main() -> None:
         "",
         f"Measured by `make bench` (`benchmarks/run.py`) on {started}. Machine: {machine()}. "
         "Data: the real UCI Adult files (48,842 rows; train/aux/test thirds).",
+        "",
+        "Load averages at the end of the run (1 / 5 / 15 min): "
+        f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}, on {os.cpu_count()} cores. The "
+        f"bench itself keeps about {torch.get_num_threads()} threads busy; more means the cores "
+        "were shared with other work, so timings carry that noise (compare ratios measured in "
+        "one run rather than absolute seconds across runs).",
         "",
     ]
     for title, body in sections.items():
