@@ -311,13 +311,15 @@ def field_names(schema: type) -> list[str]:
 
 
 def _type_words(annotation: object) -> str:
+    """``int | None`` -> "an integer, or null" (annotations are strings here)."""
     text = str(annotation)
+    null = ", or null" if "None" in text else ""
+    if "list" in text:
+        return "a list, e.g. [a, b]" + null
     for name, words in (("bool", "true or false"), ("int", "an integer"), ("float", "a number")):
         if name in text:
-            return words + (", or null" if "Optional" in text else "")
-    if "list" in text:
-        return "a list, e.g. [a, b]"
-    return "text" + (", or null" if "Optional" in text else "")
+            return words + null
+    return "text" + null
 
 
 def keys_where(node: DictConfig, wanted: Callable[[dict], bool], prefix: str = "") -> list[str]:

@@ -59,18 +59,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
     tracker = instantiate(sweeper.config.tracking)
     tracker.check()
 
-    keys = [job_key(c, instantiate(c.dataset).fingerprint()) for c in configs]
-    done = tracker.finished_job_keys() if sweeper.resume else set()
-    todo = [job for job, key in zip(jobs, keys, strict=True) if key not in done]
-    skipped = len(jobs) - len(todo)
-    if skipped:
-        log.info(
-            "resume: %d of %d jobs already have a FINISHED run in %s and are skipped "
-            "(hydra.sweeper.resume=false recomputes them)",
-            skipped,
-            len(jobs),
-            tracker.uri,
-        )
+    todo = unfinished(jobs, configs, tracker) if sweeper.resume else jobs
     if not todo:
         log.info("nothing to run: every job of this sweep has finished")
         return []
@@ -106,6 +95,24 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
         raise
     tracker.end_sweep(parent, "FINISHED")
     return returns
+
+
+def unfinished(jobs: list[list[str]], configs: list[DictConfig], tracker: Any) -> list:
+    """The jobs without a FINISHED run of the same identity in the store (resume)."""
+    from hydra.utils import instantiate
+
+    keys = [job_key(c, instantiate(c.dataset).fingerprint()) for c in configs]
+    done = tracker.finished_job_keys()
+    todo = [job for job, key in zip(jobs, keys, strict=True) if key not in done]
+    if len(todo) < len(jobs):
+        log.info(
+            "resume: %d of %d jobs already have a FINISHED run in %s and are skipped "
+            "(hydra.sweeper.resume=false recomputes them)",
+            len(jobs) - len(todo),
+            len(jobs),
+            tracker.uri,
+        )
+    return todo
 
 
 def compose_job(sweeper: Any, overrides: list[str]) -> DictConfig:
