@@ -30,6 +30,7 @@ from subpop_runner.tracking import Tracker
 
 ALPHA = "params.attack.alpha"
 # Settings that do not change results: never a reason to report runs apart.
+SEED = "params.seed"
 NOT_A_GROUP = (
     "params.attack.alpha",
     "params.seed",
@@ -73,9 +74,14 @@ def normalise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_columns(runs: pd.DataFrame) -> list[str]:
-    """Config values that differ between runs and should not be averaged together."""
+    """Config values that differ between runs and should not be averaged together. A value
+    set by the seed (``selector.random_state: ${seed}``) is averaged over like the seed."""
     params = [c for c in runs.columns if c.startswith("params.") and not c.startswith(NOT_A_GROUP)]
-    return [c for c in params if runs[c].nunique(dropna=False) > 1]
+    varying = [c for c in params if runs[c].nunique(dropna=False) > 1]
+    if SEED not in runs:
+        return varying
+    by_seed = runs.groupby(SEED, dropna=False)
+    return [c for c in varying if by_seed[c].nunique(dropna=False).max() > 1]
 
 
 def matches(runs: pd.DataFrame, setting: Mapping[str, Any]) -> bool:

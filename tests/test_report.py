@@ -78,6 +78,8 @@ def cluster_store(folder: Path) -> MlflowClient:
             seeds = (0, 1, 2) if alpha == "0.5" else ((0, 1) if alpha == "1.0" else (2,))
             for seed in seeds:
                 params = {"attack.alpha": alpha, "seed": str(seed), "selector.k": k}
+                # set from the seed (`${seed}`): averaged like it, never a group of its own
+                params["selector.random_state"] = str(seed)
                 params["tracking.dir"] = str(folder)
                 job(client, "adult_cluster_match", params, SEED_DAMAGE[seed] + shift)
     return client
