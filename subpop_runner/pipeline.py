@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.metrics import subpop_table, summarize
 from subpop_runner.schema import plain, results_config
@@ -26,7 +27,7 @@ from subpop_runner.sweep import job_key
 from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
 
 if TYPE_CHECKING:
-    from subpop_runner.training import Victims
+    from subpop_runner.training.base import Memo, Victims
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     tracker, stages = build(cfg, "tracking"), build(cfg, "cache")
     stages.check()
     splits = dataset.load(cfg.seed)  # 1. split
-    selector.check(splits)
+    regime = build(cfg, "model")
+    selector.check(splits, regime.layers)
     tracker.check()
-    train = victim_trainer(cfg)
     # What the clean victim, surrogate and clustering depend on: their cache key. The data
     # enter by content (file digests), not by where they lie.
     data_files = dataset.fingerprint()
@@ -73,6 +74,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     def memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
         return stages.get(stage, upstream | parts, compute, code=stage_code(cfg, stage))
 
+    train = victim_trainer(cfg, regime, memo, splits)
+
     params = flatten(plain(cfg))
     tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
     if not cfg.dataset.verify:
@@ -80,9 +83,13 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     with tracker.job_run(job.experiment, job.run_name, params, tags, job.parent_run_id) as run:
         clean = memo("clean_victim", {}, lambda: clean_victim(train, splits))
         features = (
-            memo("surrogate", {}, lambda: surrogate_features(train, splits))
+            memo(
+                "surrogate",
+                {"layer": selector.representation},
+                lambda: surrogate_features(train, splits, selector.representation),
+            )
             if selector.uses_surrogate
-            else {p: getattr(splits, p).x for p in PARTS}
+            else {p: getattr(splits, p).x.reshape(len(getattr(splits, p)), -1) for p in PARTS}
         )
         # 2. select (the clean victim ranks subpopulations; the surrogate gives ClusterMatch
         # its representation)
@@ -125,18 +132,22 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     return Result(summary, table, run.run_id)
 
 
-def victim_trainer(cfg: DictConfig) -> Callable[..., Victims]:
-    """`train_victims` bound to the configured model and trainer."""
-    from subpop_runner.training import train_victims  # imports Lightning: only once work starts
+def victim_trainer(
+    cfg: DictConfig, regime: object, memo: Memo, splits: Splits
+) -> Callable[..., Victims]:
+    """The model's training regime bound to the configured trainer, seed and cache:
+    ``train(part, poison_sets, description=…)`` returns `Victims`."""
+    from subpop_runner.training.base import Fit  # imports Lightning: only once work starts
 
-    return partial(
-        train_victims,
-        model=build(cfg, "model"),
+    fit = Fit(
         trainer=build(cfg, "trainer"),
         seed=cfg.seed,
         batched=cfg.training.batched,
         memory_mb=cfg.training.memory_mb,
+        memo=memo,
+        splits=splits,
     )
+    return partial(regime.fit, fit=fit)
 
 
 def provenance(poison_sets: list[PoisonSet]) -> pd.DataFrame:

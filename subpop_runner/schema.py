@@ -26,7 +26,6 @@ from subpop_runner.errors import ConfigError
 
 TAKE_OPTIONS = ("all", "lowest", "middle", "highest")
 LABEL_RULES = ("least_frequent", "max_loss")
-REPRESENTATIONS = ("input", "hidden")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
@@ -117,6 +116,29 @@ class AdultSchema(Schema):
 
 
 @dataclass
+class FixedFeaturesSchema(Schema):
+    """Heads on a frozen backbone's features (or on the input itself: ``backbone: null``)."""
+
+    _target_: str = MISSING
+    head: Any = MISSING
+    backbone: Any = MISSING
+    batch_size: int = value(at_least(1), affects_results=False)  # feature extraction
+
+
+@dataclass
+class EndToEndSchema(Schema):
+    """The whole network trained per victim."""
+
+    _target_: str = MISSING
+    network: Any = MISSING
+    learning_rate: float = value(above(0))
+    batch_size: int = value(at_least(1))
+    epochs: int = value(at_least(1))
+    augment: bool = value()
+    predict_batch_size: int = value(at_least(1), affects_results=False)
+
+
+@dataclass
 class MLPSchema(Schema):
     _target_: str = MISSING
     _partial_: bool = True
@@ -126,6 +148,16 @@ class MLPSchema(Schema):
     l2: float = value(at_least(0, "a number"))
     tol: float = value(at_least(0, "a number"))
     n_iter_no_change: int = value(at_least(1))
+
+
+@dataclass
+class LinearHeadSchema(Schema):
+    _target_: str = MISSING
+    _partial_: bool = True
+    batch_size: int = value(at_least(1))
+    learning_rate: float = value(above(0))
+    l2: float = value(at_least(0, "a number"))
+    epochs: int = value(at_least(1))
 
 
 # --- selector --------------------------------------------------------------------------------
@@ -148,8 +180,10 @@ class SelectorSchema(Schema):
 @dataclass
 class ClusterMatchSchema(SelectorSchema):
     k: int = value(at_least(1))
-    representation: str = value(one_of(REPRESENTATIONS))
+    # A layer name; which layers exist depends on the model (checked against it before work).
+    representation: str = value(Check("a layer name of the model, or input", bool, ""))
     pca_components: int | None = value(or_null(at_least(1)))
+    cluster_components: int | None = value(or_null(at_least(1)))
     random_state: int = value(at_least(0))
 
 
@@ -250,7 +284,10 @@ class ConfigSchema(Schema):
 
 SCHEMAS = {
     "dataset/adult": AdultSchema,
-    "model/mlp": MLPSchema,
+    "model/fixed_features": FixedFeaturesSchema,
+    "model/end_to_end": EndToEndSchema,
+    "head/mlp": MLPSchema,
+    "head/linear": LinearHeadSchema,
     "selector/cluster_match": ClusterMatchSchema,
     "selector/feature_match": FeatureMatchSchema,
     "attack/label_flip": LabelFlipSchema,

@@ -74,7 +74,7 @@ def blob_splits() -> Splits:
 
 
 class FakeVictims:
-    """Stands in for trained victims: even odds for every point, the input as hidden layer."""
+    """Stands in for trained victims: even odds for every point, the input as every layer."""
 
     def __init__(self, n_victims: int) -> None:
         self.n_victims, self.device = n_victims, "fake"
@@ -85,8 +85,8 @@ class FakeVictims:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(-1)
 
-    def hidden(self, x: np.ndarray) -> np.ndarray:
-        return np.repeat(x[None], self.n_victims, axis=0)
+    def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
+        return np.repeat(x.reshape(len(x), -1)[None], self.n_victims, axis=0)
 
 
 def recording_trainer(calls: list):
@@ -97,3 +97,12 @@ def recording_trainer(calls: list):
         return FakeVictims(len(poison_sets))
 
     return train
+
+
+def train_heads(train: Part, poison_sets, *, model, trainer, seed: int, **fit):
+    """Victims of the fixed-features regime without a backbone (heads on the input), as the
+    MLP on Adult trains them."""
+    from subpop_runner.training.base import Fit
+    from subpop_runner.training.fixed_features import FixedFeatures
+
+    return FixedFeatures(head=model).fit(train, poison_sets, Fit(trainer, seed, **fit))

@@ -66,7 +66,7 @@ def test_code_key_follows_the_stage_modules_and_their_imports(tmp_path):
 def test_code_the_stage_does_not_import_leaves_the_key_alone(tmp_path):
     original, edited = copy_package(tmp_path / "a"), copy_package(tmp_path / "b")
     (edited / "selectors" / "new_selector.py").write_text(
-        "from subpop_runner.training import Epoch\n"
+        "from subpop_runner.data.epochs import Epoch\n"
     )
     with open(edited / "report.py", "a") as source:
         source.write("\n# another report\n")

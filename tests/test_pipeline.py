@@ -69,8 +69,8 @@ def tiny(tmp_path: Path, data_dir: Path, *overrides: str):
         "dataset.verify=false",
         "dataset.max_rows=null",
         "trainer.max_epochs=3",
-        "model.batch_size=16",
-        "model.learning_rate=0.05",
+        "model.head.batch_size=16",
+        "model.head.learning_rate=0.05",
         "selector.k=4",
         *overrides,
     )
@@ -86,7 +86,7 @@ def test_victims_train_on_train_with_their_own_poison_and_the_surrogate_on_aux(
     tmp_path, tracking, monkeypatch
 ):
     calls: list = []
-    monkeypatch.setattr(pipeline, "victim_trainer", lambda cfg: recording_trainer(calls))
+    monkeypatch.setattr(pipeline, "victim_trainer", lambda *args: recording_trainer(calls))
     data_dir = write_adult_files(tmp_path / "adult")
     cfg = tiny(tracking, data_dir, "cache.enabled=false", "attack.alpha=0.5")
     result = pipeline.run(cfg)

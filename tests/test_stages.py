@@ -22,7 +22,7 @@ def test_clean_victim_trains_on_train_alone(blob_splits):
 
 def test_surrogate_trains_on_aux_alone(blob_splits):
     calls: list = []
-    features = surrogate_features(recording_trainer(calls), blob_splits)
+    features = surrogate_features(recording_trainer(calls), blob_splits, "hidden")
     ((_, part, poison_sets),) = calls
     assert part is blob_splits.aux
     assert [len(p) for p in poison_sets] == [0]

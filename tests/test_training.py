@@ -9,9 +9,12 @@ import torch
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.adult import Adult
+from subpop_runner.data.epochs import PoisonedEpochs
 from subpop_runner.data.splits import Part
 from subpop_runner.models.mlp import MLP
-from subpop_runner.training import PoisonedEpochs, train_victims, victims_per_chunk
+from subpop_runner.training.fixed_features import victims_per_chunk
+
+from .conftest import train_heads
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=300, log_every_n_steps=1)
 
@@ -70,7 +73,7 @@ def test_stopped_victims_do_not_move():
     x = torch.randn(64, 3)
     train = Part(x.numpy(), (x[:, 0] > 0).long().numpy())
     module = MLP(n_features=3, n_classes=2, n_victims=2, batch_size=16)
-    data = PoisonedEpochs(train, [PoisonSet.empty(3)] * 2, batch_size=16, seed=0)
+    data = PoisonedEpochs(train, [PoisonSet.empty((3,))] * 2, batch_size=16, seed=0)
     stop = StopFirstVictim(x)
     L.Trainer(
         max_epochs=6,
@@ -92,7 +95,7 @@ def adult_small():
 
 def test_same_seed_same_victims(adult_small):
     sets = [poison_set(v, adult_small.aux, 40, seed=1) for v in range(3)]
-    run = partial(train_victims, adult_small.train, sets, model=MLP, trainer=trainer, seed=2)
+    run = partial(train_heads, adult_small.train, sets, model=MLP, trainer=trainer, seed=2)
     assert np.array_equal(run().predict(adult_small.test.x), run().predict(adult_small.test.x))
 
 
@@ -102,7 +105,7 @@ def test_chunking_by_memory_budget_trains_every_victim(adult_small):
     params = sum(p.numel() for p in probe.parameters())
     per_mb = victims_per_chunk(params, len(adult_small.train), 10, 200, 1.0)
     tiny_budget = 2.5 / per_mb  # room for about two victims per chunk
-    victims = train_victims(
+    victims = train_heads(
         adult_small.train, sets, model=MLP, trainer=trainer, seed=0, memory_mb=tiny_budget
     )
     assert len(victims.chunks) >= 2
@@ -114,8 +117,8 @@ def test_batched_victims_match_one_at_a_time(adult_small):
     """Same procedure, different random streams: accuracies agree within seed noise."""
     sets = [poison_set(v, adult_small.aux, 60, seed=3) for v in range(6)]
     kwargs = dict(model=MLP, trainer=trainer, seed=0)
-    batched = train_victims(adult_small.train, sets, batched=True, **kwargs)
-    single = train_victims(adult_small.train, sets, batched=False, **kwargs)
+    batched = train_heads(adult_small.train, sets, batched=True, **kwargs)
+    single = train_heads(adult_small.train, sets, batched=False, **kwargs)
     assert len(batched.chunks) == 1 and len(single.chunks) == 6
     y = adult_small.test.y
     acc_batched = (batched.predict(adult_small.test.x) == y).mean(1)
@@ -135,11 +138,11 @@ def test_batched_victims_learn_only_their_own_poison():
     x = np.linspace(-1, 1, 80, dtype=np.float32)[:, None]
     train = Part(x, (x[:, 0] > 0).astype(np.int64))
     sets = [
-        PoisonSet.empty(1),
+        PoisonSet.empty((1,)),
         flipped_copies(1, train, np.flatnonzero(x[:, 0] > 0.5)),
         flipped_copies(2, train, np.flatnonzero(x[:, 0] < -0.5)),
     ]
-    victims = train_victims(
+    victims = train_heads(
         train,
         sets,
         model=partial(MLP, learning_rate=0.05, batch_size=8),

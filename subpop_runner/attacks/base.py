@@ -24,11 +24,11 @@ class PoisonSet:
         return len(self.y)
 
     @classmethod
-    def empty(cls, n_features: int) -> PoisonSet:
+    def empty(cls, input_shape: tuple[int, ...]) -> PoisonSet:
         """No poison: the clean victim's training set is the train split alone."""
         return cls(
             subpop_id=-1,
-            x=np.zeros((0, n_features), np.float32),
+            x=np.zeros((0, *input_shape), np.float32),
             y=np.zeros(0, np.int64),
             source_index=np.zeros(0, np.int64),
         )

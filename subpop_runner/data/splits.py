@@ -32,7 +32,13 @@ class Splits:
 
     @property
     def n_features(self) -> int:
-        return self.train.x.shape[1]
+        """Input size of one row, flattened (an image's pixels)."""
+        return int(np.prod(self.input_shape))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one row: ``(d,)`` for tables, ``(C, H, W)`` for images."""
+        return tuple(self.train.x.shape[1:])
 
     @property
     def n_classes(self) -> int:

@@ -28,22 +28,24 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from subpop_runner.training import Epoch
+from subpop_runner.data.epochs import Epoch
 
 
 class MLP(L.LightningModule):
     """``n_victims`` independent one-hidden-layer ReLU classifiers trained as one module.
 
-    ``weights [P, V]`` holds victim v's parameters in column v; `layers` views it as
+    ``weights [P, V]`` holds victim v's parameters in column v; `views` splits it into
     ``w1 [d, hidden, V]``, ``b1 [hidden, V]``, ``w2 [outputs, hidden, V]``, ``b2 [outputs, V]``.
     With victims innermost, shared rows go through every victim's first layer in one
     ``[n, d] @ [d, hidden*V]`` product, and the output layer and its gradients are elementwise
     products on contiguous ``[n, hidden, V]`` tensors.
 
-    One Lightning training step is one epoch (see `subpop_runner.training.Epoch`); the
+    One Lightning training step is one epoch (see `subpop_runner.data.epochs.Epoch`); the
     mini-batch updates run inside it with manual optimisation, because Lightning's per-step
     machinery costs several times this model's compute.
     """
+
+    layers = ("hidden",)
 
     def __init__(
         self,
@@ -92,20 +94,24 @@ class MLP(L.LightningModule):
     def n_victims(self) -> int:
         return self.weights.shape[1]
 
-    def layers(self, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def views(self, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Views ``w1, b1, w2, b2`` of ``weights [P, V]`` (or of anything shaped like it)."""
         sizes = [math.prod(shape) for shape in self.shapes]
         parts = weights.split(sizes)
         return tuple(p.view(*shape, -1) for p, shape in zip(parts, self.shapes, strict=True))
 
-    def hidden(self, x: Tensor) -> Tensor:
-        """Hidden-layer activations ``[V, n, hidden]`` of every victim for shared ``x [n, d]``."""
-        w1, b1, _, _ = self.layers(self.weights)
-        return _shared_hidden(x, w1, b1).permute(2, 0, 1)
+    @torch.no_grad()
+    def representation(self, x: Tensor, layer: str) -> Tensor:
+        """Hidden-layer activations ``[V, n, hidden]`` of every victim for shared ``x [n, d]``
+        (``layer="hidden"``, the paper's ClusterMatch representation for this model)."""
+        if layer not in self.layers:
+            raise ValueError(f"no layer {layer!r}; valid: {', '.join(self.layers)}")
+        w1, b1, _, _ = self.views(self.weights)
+        return _shared_hidden(x.to(self.device), w1, b1).permute(2, 0, 1).cpu()
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[V, n, outputs]`` of every victim for shared ``x [n, d]``."""
-        w1, b1, w2, b2 = self.layers(self.weights)
+        w1, b1, w2, b2 = self.views(self.weights)
         return _output(_shared_hidden(x, w1, b1), w2, b2).permute(2, 0, 1)
 
     @torch.no_grad()
@@ -126,7 +132,7 @@ class MLP(L.LightningModule):
         loss_sum = torch.zeros(self.n_victims, device=self.device)
         for step in epoch.steps(None if everyone else active):
             weights = self.weights if everyone else self.weights.index_select(1, active)
-            loss, count, grads = loss_and_gradients(*step, *self.layers(weights), self.l2)
+            loss, count, grads = loss_and_gradients(*step, *self.views(weights), self.l2)
             grad = torch.cat([g.reshape(-1, len(active)) for g in grads])
             if not everyone:
                 grad = torch.zeros_like(self.weights).index_copy_(1, active, grad)

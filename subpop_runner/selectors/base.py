@@ -70,8 +70,9 @@ class Selector(ABC):
     def __init__(self, *, take: Sequence[str] = ("all",), n: int | None = None) -> None:
         self.take, self.n = tuple(take), n
 
-    def check(self, splits: Splits) -> None:  # noqa: B027 - most selectors need no check
-        """Raise `ConfigError` if the settings cannot work on these splits (before training)."""
+    def check(self, splits: Splits, layers: Sequence[str]) -> None:  # noqa: B027
+        """Raise `ConfigError` if the settings cannot work on these splits and a model with
+        these layers (before training); most selectors need no check."""
 
     @abstractmethod
     def candidates(

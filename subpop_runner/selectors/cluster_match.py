@@ -1,9 +1,14 @@
 """ClusterMatch (paper Alg. 2): subpopulations are KMeans clusters of a representation.
 
-A surrogate model is trained on the aux set; its chosen layer (``representation="hidden"``,
-the last hidden layer, which the paper's Table 3 finds attacks best; or ``"input"``) is
-projected by PCA and clustered by KMeans, both fitted on aux only. A point of train or test
-belongs to the cluster whose centre is closest to its projection.
+A surrogate model is trained on the aux set; its chosen layer (``representation``: any
+layer the model names, e.g. the MLP's ``hidden``, Conv's ``pool0``..``pool2`` or
+``penultimate``; the paper's Table 3 finds later layers attack better; ``input`` needs no
+surrogate) is projected by PCA and clustered by KMeans, both fitted on aux only. A point of
+train or test belongs to the cluster whose centre is closest to its projection.
+
+PCA: the paper's text projects to 10 dimensions (``pca_components=10``); the authors' image
+code projects to 100 and runs KMeans on the first 40 (``pca_components=100
+cluster_components=40``). Both are reachable by config; the text's is the default.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class ClusterMatch(Selector):
         k: int = 100,
         representation: str = "hidden",
         pca_components: int | None = 10,
+        cluster_components: int | None = None,
         random_state: int = 0,
         take: Sequence[str] = ("all",),
         n: int | None = None,
@@ -44,9 +50,15 @@ class ClusterMatch(Selector):
         super().__init__(take=take, n=n)
         self.k, self.representation = k, representation
         self.pca_components, self.random_state = pca_components, random_state
+        self.cluster_components = cluster_components
         self.uses_surrogate = representation != "input"
 
-    def check(self, splits: Splits) -> None:
+    def check(self, splits: Splits, layers: Sequence[str]) -> None:
+        if self.uses_surrogate and self.representation not in layers:
+            raise ConfigError(
+                f"selector.representation: the model has no layer {self.representation!r}; "
+                f"valid: {', '.join(dict.fromkeys(['input', *layers]))}"
+            )
         if self.k > len(splits.aux):
             raise ConfigError(
                 f"selector.k: {self.k} is larger than the aux set ({len(splits.aux)} points); "
@@ -65,9 +77,14 @@ class ClusterMatch(Selector):
             )
             components = min(aux.shape)
         pca = PCA(n_components=components, random_state=self.random_state).fit(aux)
+        kept = slice(None, self.cluster_components)  # KMeans on the leading components
+
+        def project(x: np.ndarray) -> np.ndarray:
+            return pca.transform(x)[:, kept]
+
         kmeans = KMeans(n_clusters=self.k, n_init="auto", random_state=self.random_state)
-        kmeans.fit(pca.transform(aux))
-        return {part: kmeans.predict(pca.transform(features[part])) for part in PARTS}
+        kmeans.fit(project(aux))
+        return {part: kmeans.predict(project(features[part])) for part in PARTS}
 
     def candidates(
         self, splits: Splits, features: Features, memo: Memo = no_memo
@@ -76,6 +93,7 @@ class ClusterMatch(Selector):
             "k": self.k,
             "representation": self.representation,
             "pca_components": self.pca_components,
+            "cluster_components": self.cluster_components,
             "random_state": self.random_state,
         }
         labels = memo("clustering", {"clustering": settings}, lambda: self.cluster(features))

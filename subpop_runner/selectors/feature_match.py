@@ -33,7 +33,7 @@ class FeatureMatch(Selector):
         super().__init__(take=take, n=n)
         self.columns, self.min_size, self.max_size = list(columns), min_size, max_size
 
-    def check(self, splits: Splits) -> None:
+    def check(self, splits: Splits, layers: Sequence[str] = ()) -> None:
         annotations = splits.aux.annotations
         available = [] if annotations is None else list(annotations.columns)
         missing = [c for c in self.columns if c not in available]

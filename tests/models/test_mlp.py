@@ -11,7 +11,8 @@ from sklearn.neural_network import MLPClassifier
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part
 from subpop_runner.models.mlp import MLP, loss_and_gradients
-from subpop_runner.training import train_victims
+
+from ..conftest import train_heads
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -31,7 +32,7 @@ def test_multiclass_victims_learn_separable_classes():
     x, y = make_blobs(600, n_features=5, centers=4, cluster_std=0.5, random_state=1)
     train = Part(x[:400].astype(np.float32), y[:400])
     trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=200)
-    victims = train_victims(train, [PoisonSet.empty(5)] * 2, model=MLP, trainer=trainer, seed=0)
+    victims = train_heads(train, [PoisonSet.empty((5,))] * 2, model=MLP, trainer=trainer, seed=0)
     accuracy = (victims.predict(x[400:].astype(np.float32)) == y[400:]).mean(1)
     assert accuracy.min() > 0.95
 
@@ -45,7 +46,7 @@ def test_gradients_are_those_of_sklearns_batch_loss(n_classes):
     x, y = torch.randn(7, 4), torch.randint(0, n_classes, (7,))
     poison_x, poison_y = torch.randn(3, 2, 4), torch.randint(0, n_classes, (3, 2))
     poison_weight = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
-    layers = module.layers(module.weights.detach())
+    layers = module.views(module.weights.detach())
     loss, count, grads = loss_and_gradients(
         x, y, poison_x, poison_y, poison_weight, *layers, module.l2
     )

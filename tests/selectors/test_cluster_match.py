@@ -37,7 +37,12 @@ def test_same_random_state_same_clusters(blob_splits):
 
 def test_k_larger_than_aux_names_the_limit(blob_splits):
     with pytest.raises(ConfigError, match="choose selector.k <= 80"):
-        ClusterMatch(k=81).check(blob_splits)
+        ClusterMatch(k=81).check(blob_splits, ("hidden",))
+
+
+def test_a_layer_the_model_does_not_have_names_the_valid_ones(blob_splits):
+    with pytest.raises(ConfigError, match="no layer 'pool9'; valid: input, hidden"):
+        ClusterMatch(k=2, representation="pool9").check(blob_splits, ("input", "hidden"))
 
 
 def test_hidden_representation_needs_the_surrogate():

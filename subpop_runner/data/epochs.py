@@ -1,0 +1,119 @@
+"""How a victim's training data are drawn, epoch by epoch, when many victims train at once.
+
+Every victim's epoch is the shared train set plus its *own* poison set. `PoisonedEpochs`
+yields one `Epoch` per pass; `Epoch.steps` cuts it into mini-batches that share the train rows
+and pad each victim's poison rows. Batched heads (the MLP, the linear head) consume them; a
+victim trained alone (V=1) gets the same procedure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset
+
+from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.data.splits import Part
+
+
+class Step(NamedTuple):
+    """One mini-batch: a block of train rows shared by all victims, plus each victim's own
+    poison rows for this step, padded to ``[V, r, d]`` (``poison_weight`` 0 marks padding)."""
+
+    x: Tensor
+    y: Tensor
+    poison_x: Tensor
+    poison_y: Tensor
+    poison_weight: Tensor
+
+
+@dataclass
+class Epoch:
+    """One epoch's data for V victims; a batched head runs its mini-batch updates over
+    `steps()`.
+
+    Victim v's epoch is the train set plus its own poison set, each point seen once: train
+    rows are shuffled and cut into blocks of ``batch_size`` (shared by all victims), and each
+    poison point lands in a uniformly random block. So a victim's batch is a block plus the
+    few poison points drawn into it, and a victim trained alone (V=1) gets the same procedure.
+    Poison rows are sorted by (step, victim); ``poison_slot`` is a row's rank among its
+    victim's rows in that step.
+    """
+
+    x: Tensor
+    y: Tensor
+    poison_x: Tensor
+    poison_y: Tensor
+    poison_victim: Tensor
+    poison_slot: Tensor
+    poison_bounds: list[int]
+    sizes: Tensor
+    batch_size: int
+
+    def steps(self, active: Tensor | None = None) -> Iterator[Step]:
+        """The epoch's mini-batches; with ``active`` (ascending victim indices), only those
+        victims' poison rows, victim ``active[i]`` as row ``i`` of the padded tensors."""
+        victim, slot, bounds = self.poison_victim, self.poison_slot, self.poison_bounds
+        poison_x, poison_y = self.poison_x, self.poison_y
+        n_victims = len(self.sizes)
+        if active is not None and len(active) < n_victims:
+            position = torch.full((n_victims,), -1, device=victim.device)
+            position[active] = torch.arange(len(active), device=victim.device)
+            keep = position[victim] >= 0
+            kept_before = torch.cat([keep.new_zeros(1, dtype=torch.long), keep.cumsum(0)])
+            bounds = kept_before[bounds].tolist()
+            victim, slot = position[victim[keep]], slot[keep]
+            poison_x, poison_y = poison_x[keep], poison_y[keep]
+            n_victims = len(active)
+        for i, start in enumerate(range(0, len(self.y), self.batch_size)):
+            lo, hi = bounds[i], bounds[i + 1]
+            step_victim, step_slot = victim[lo:hi], slot[lo:hi]
+            width = int(step_slot.max()) + 1 if hi > lo else 0
+            rows = poison_x.new_zeros(n_victims, width, *self.x.shape[1:])
+            labels = poison_y.new_zeros(n_victims, width)
+            weight = self.x.new_zeros(n_victims, width)
+            rows[step_victim, step_slot] = poison_x[lo:hi]
+            labels[step_victim, step_slot] = poison_y[lo:hi]
+            weight[step_victim, step_slot] = 1.0
+            end = start + self.batch_size
+            yield Step(self.x[start:end], self.y[start:end], rows, labels, weight)
+
+
+class PoisonedEpochs(IterableDataset):
+    """Yields one freshly shuffled `Epoch` per pass, from a seeded generator."""
+
+    def __init__(
+        self, train: Part, poison_sets: Sequence[PoisonSet], batch_size: int, seed: int
+    ) -> None:
+        self.x, self.y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+        self.poison_x = torch.from_numpy(np.concatenate([p.x for p in poison_sets]))
+        self.poison_y = torch.from_numpy(np.concatenate([p.y for p in poison_sets]))
+        counts = torch.tensor([len(p) for p in poison_sets])
+        self.poison_victim = torch.repeat_interleave(torch.arange(len(poison_sets)), counts)
+        self.sizes = (len(self.y) + counts).float()
+        self.batch_size = min(batch_size, len(self.y))
+        self.n_steps = -(-len(self.y) // self.batch_size)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[Epoch]:
+        order = torch.randperm(len(self.y), generator=self.generator)
+        step = torch.randint(self.n_steps, (len(self.poison_y),), generator=self.generator)
+        key, by_key = (step * len(self.sizes) + self.poison_victim).sort(stable=True)
+        first_of_key = torch.searchsorted(key, key)
+        bounds = torch.searchsorted(step[by_key], torch.arange(self.n_steps + 1))
+        yield Epoch(
+            self.x[order],
+            self.y[order],
+            self.poison_x[by_key],
+            self.poison_y[by_key],
+            self.poison_victim[by_key],
+            torch.arange(len(key)) - first_of_key,
+            bounds.tolist(),
+            self.sizes,
+            self.batch_size,
+        )

@@ -1,0 +1,108 @@
+"""What every training regime shares: the `Fit` settings a regime trains with, the `Victims`
+it returns, and the device/progress helpers.
+
+A model config names a regime (``_target_``) and the model family's parts; the regime turns
+(train set, many poison sets) into `Victims`. No regime names a concrete model, and no model
+imports this package: they meet through the small protocols below and in
+`subpop_runner.models.network`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+
+from subpop_runner.data.splits import Splits
+
+log = logging.getLogger(__name__)
+
+# Lightning's own pytree helper trips a torch deprecation warning on every fit.
+warnings.filterwarnings("ignore", message=".*treespec.*", category=Warning)
+for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+# A cached stage: ``memo(stage, key_parts, compute)`` returns compute()'s arrays, from the
+# stage cache when the same key was computed before (see `subpop_runner.cache`).
+Memo = Callable[[str, dict, Callable[[], dict]], dict]
+
+
+def no_memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
+    return compute()
+
+
+@dataclass
+class Fit:
+    """How victims train, whatever the model: the Lightning ``Trainer`` factory (accelerator,
+    devices, precision and the epoch cap from ``conf/trainer``), the seed, whether victims
+    share a module (``batched``) and its memory budget, the stage cache for work done once
+    per dataset (a frozen backbone's features), and the experiment's splits (a poison point
+    copied from aux reuses that aux row's features)."""
+
+    trainer: Callable[..., L.Trainer]
+    seed: int
+    batched: bool = True
+    memory_mb: float = 512
+    memo: Memo = no_memo
+    splits: Splits | None = None
+    quiet: dict = field(
+        default_factory=lambda: {
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+        }
+    )
+
+    @property
+    def max_epochs(self) -> int | None:
+        """The trainer config's epoch cap (``size=smoke`` lowers it for every family)."""
+        return getattr(self.trainer, "keywords", {}).get("max_epochs")
+
+
+class Victims(ABC):
+    """Trained victims, in the order of the poison sets they were trained on; ``device`` is
+    where they trained."""
+
+    device: str
+
+    @abstractmethod
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[n_victims, n, classes]``."""
+
+    @abstractmethod
+    def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
+        """Activations at a named layer, flattened: ``[n_victims, n, d]``."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted labels ``[n_victims, n]``."""
+        return self.predict_proba(x).argmax(-1)
+
+
+def digest(x: np.ndarray) -> str:
+    """Content digest of an array: cache keys for work done on it follow its bytes."""
+    data = np.ascontiguousarray(x)
+    head = f"{data.dtype}{data.shape}".encode()
+    return hashlib.blake2b(head + memoryview(data).cast("B"), digest_size=16).hexdigest()
+
+
+def describe_device(device: torch.device) -> str:
+    """The device victims trained on, as logged on every run (e.g. ``cuda:0 (NVIDIA H200)``)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def span(values: list[int]) -> str:
+    """``12`` or ``9-12``: the epochs a group of victims trained."""
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def unknown_layer(layer: str, layers: tuple[str, ...]) -> ValueError:
+    return ValueError(f"no layer {layer!r}; valid: {', '.join(layers)}")
