@@ -21,20 +21,20 @@ import lightning as L
 import torch
 import yaml
 
+from benchmarks.reference import train_victims
 from subpop_runner.attacks.label_flip import LabelFlip
 from subpop_runner.data.adult import Adult
 from subpop_runner.metrics import subpop_table, summarize
 from subpop_runner.models.mlp import MLP
 from subpop_runner.selectors.cluster_match import ClusterMatch
 from subpop_runner.stages import clean_victim, surrogate_features
-from subpop_runner.training import train_victims
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.5, 1.0, 2.0)
 
 
 def model_settings() -> dict:
-    settings = yaml.safe_load((ROOT / "conf" / "model" / "mlp.yaml").read_text())
+    settings = yaml.safe_load((ROOT / "conf" / "model" / "mlp.yaml").read_text())["head"]
     return {k: v for k, v in settings.items() if not k.startswith("_") and k != "defaults"}
 
 
@@ -57,7 +57,7 @@ def grid(seed: int, data_dir: str, accelerator: str, batched: bool) -> dict:
     clean = clean_victim(train, splits)
     times["clean victim"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    features = surrogate_features(train, splits)
+    features = surrogate_features(train, splits, "hidden")
     selection = ClusterMatch(k=100, random_state=seed).select(splits, clean["proba_aux"], features)
     times["surrogate + clustering"] = time.perf_counter() - tic
     sets, owners = [], []

@@ -23,6 +23,25 @@ from threadpoolctl import threadpool_info
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part
 from subpop_runner.models.mlp import MLP
+from subpop_runner.training.base import Fit
+from subpop_runner.training.fixed_features import FixedFeatures, HeadVictims
+
+
+def train_victims(
+    train: Part,
+    poison_sets: Sequence[PoisonSet],
+    *,
+    model: Callable[..., MLP],
+    trainer: Callable[..., L.Trainer],
+    seed: int,
+    batched: bool = True,
+    memory_mb: float = 512,
+    description: str = "victims",
+) -> HeadVictims:
+    """Our path: batched heads on the input (the fixed-features regime without a backbone),
+    as the Adult MLP trains in every run."""
+    regime = FixedFeatures(head=model)
+    return regime.fit(train, poison_sets, Fit(trainer, seed, batched, memory_mb), description)
 
 
 class Fits(NamedTuple):

@@ -40,6 +40,7 @@ from benchmarks.reference import (
     flops_per_row,
     matmul_flops,
     sklearn_victims,
+    train_victims,
     with_callback,
 )
 from subpop_runner import pipeline
@@ -49,7 +50,7 @@ from subpop_runner.metrics import damage
 from subpop_runner.models.mlp import MLP
 from subpop_runner.report import machine
 from subpop_runner.stages import clean_victim, surrogate_features
-from subpop_runner.training import Victims, train_victims
+from subpop_runner.training.base import Victims, no_memo
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.5, 1.0, 2.0)
@@ -83,9 +84,9 @@ def grid_poison_sets(cfg) -> tuple:
     """The Table 5 grid's poison sets, with the clean victim's test predictions."""
     splits = pipeline.build(cfg, "dataset").load(cfg.seed)
     selector = pipeline.build(cfg, "selector")
-    train = pipeline.victim_trainer(cfg)
+    train = pipeline.victim_trainer(cfg, pipeline.build(cfg, "model"), no_memo, splits)
     clean = clean_victim(train, splits)
-    features = surrogate_features(train, splits)
+    features = surrogate_features(train, splits, "hidden")
     selection = selector.select(splits, clean["proba_aux"], features)
     sets, subpops = [], []
     for alpha in ALPHAS:
@@ -165,7 +166,7 @@ def grid_section(sample_size: int) -> list[str]:
     (splits, clean_pred, sets, subpops), t_prepare = timed(grid_poison_sets, cfg)
     trainer = pipeline.build(cfg, "trainer")
     train = partial(
-        train_victims, splits.train, model=pipeline.build(cfg, "model"), trainer=trainer
+        train_victims, splits.train, model=pipeline.build(cfg, "model").head, trainer=trainer
     )
     counter = EpochsPerVictim()
     batched, t_batched = timed(
