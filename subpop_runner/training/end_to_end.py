@@ -130,9 +130,6 @@ class ShuffledBatches(IterableDataset):
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.randperm(len(self.y), generator=self.generator)
         for start in range(0, len(order), self.batch_size):

@@ -1,0 +1,154 @@
+"""The regimes a model family trains under: features computed once and reused, each victim
+learning only its own poison, whichever regime."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.data.splits import Part, Splits
+from subpop_runner.models.linear_head import LinearHead
+from subpop_runner.training.base import Fit
+from subpop_runner.training.end_to_end import EndToEnd, shift_and_flip
+from subpop_runner.training.fixed_features import FixedFeatures
+
+trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=50)
+
+
+class CountingBackbone(nn.Module):
+    """A frozen 'backbone' whose features are the mean of each image row; counts the images
+    it was asked for."""
+
+    layers = ("input", "rows")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return x.mean(dim=(1, 3))
+
+    def representation(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        return self.features(x)
+
+
+class TinyNet(nn.Module):
+    """An end-to-end network on 1x4x4 'images': flatten, linear."""
+
+    layers = ("input", "logits")
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(int(np.prod(input_shape)), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+    def representation(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        return x.flatten(1) if layer == "input" else self(x)
+
+
+def images(n: int, seed: int) -> Part:
+    """1x4x4 images whose class is the sign of their mean brightness."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(-1, 1, n).astype(np.float32)
+    x = level[:, None, None, None] + 0.05 * rng.standard_normal((n, 1, 4, 4)).astype(np.float32)
+    return Part(x, (level > 0).astype(np.int64))
+
+
+@pytest.fixture
+def splits() -> Splits:
+    return Splits(images(200, 0), images(200, 1), images(200, 2), class_names=("dark", "bright"))
+
+
+def flip_brightest(splits: Splits, subpop_id: int, threshold: float) -> PoisonSet:
+    """Copies of the aux images brighter than ``threshold``, labelled dark (x4)."""
+    rows = np.tile(np.flatnonzero(splits.aux.x.mean((1, 2, 3)) > threshold), 4)
+    return PoisonSet(subpop_id, splits.aux.x[rows], np.zeros(len(rows), np.int64), rows)
+
+
+def test_backbone_features_are_computed_once_and_poison_copies_reuse_aux_rows(splits):
+    backbone, stored = CountingBackbone(), {}
+
+    def memo(stage, parts, compute):
+        key = (stage, tuple(sorted(parts.items())))
+        if key not in stored:
+            stored[key] = compute()
+        return stored[key]
+
+    regime = FixedFeatures(head=partial(LinearHead, epochs=2), backbone=backbone)
+    fit = Fit(trainer, seed=0, memo=memo, splits=splits)
+    regime.fit(splits.aux, [PoisonSet.empty((1, 4, 4))], fit)  # the surrogate: aux features
+    victims = regime.fit(splits.train, [flip_brightest(splits, 0, 0.5)] * 3, fit)
+    victims.predict(splits.test.x)
+    victims.predict(splits.test.x)
+    # train, aux and test, each once; the poison rows came from aux's features.
+    assert backbone.seen == 600
+    assert len(stored) == 3
+    fresh = FixedFeatures(head=partial(LinearHead, epochs=2), backbone=CountingBackbone())
+    fresh.fit(splits.train, [PoisonSet.empty((1, 4, 4))], Fit(trainer, 0, memo=memo))
+    assert fresh.backbone.seen == 0  # a later job finds the features in the stage cache
+
+
+def test_linear_heads_learn_only_their_own_poison(splits):
+    """One module, three victims: clean, the brightest flipped, nothing else flipped. Had a
+    victim seen another's poison, it would call bright images dark too."""
+    regime = FixedFeatures(
+        head=partial(LinearHead, epochs=40, learning_rate=0.05, l2=0.0),
+        backbone=CountingBackbone(),
+    )
+    sets = [PoisonSet.empty((1, 4, 4)), flip_brightest(splits, 1, 0.6), PoisonSet.empty((1, 4, 4))]
+    victims = regime.fit(splits.train, sets, Fit(trainer, seed=0, splits=splits))
+    assert len(victims.chunks) == 1
+    brightest = splits.test.x[splits.test.x.mean((1, 2, 3)) > 0.8]
+    predicted = victims.predict(brightest).mean(1)
+    assert predicted[0] > 0.9 and predicted[2] > 0.9  # clean victims: bright
+    assert predicted[1] < 0.5  # the poisoned one: mostly dark
+    assert victims.representation(brightest, "rows").shape == (3, len(brightest), 4)
+
+
+def test_end_to_end_victims_train_their_own_network(splits):
+    regime = EndToEnd(network=TinyNet, learning_rate=0.1, batch_size=32, epochs=10)
+    sets = [PoisonSet.empty((1, 4, 4)), flip_brightest(splits, 1, 0.3)]
+    victims = regime.fit(splits.train, sets, Fit(trainer, seed=0, splits=splits))
+    brightest = splits.test.x[splits.test.x.mean((1, 2, 3)) > 0.8]
+    predicted = victims.predict(brightest).mean(1)
+    assert predicted[0] > 0.9 and predicted[1] < 0.5
+    assert victims.predict_proba(splits.test.x).shape == (2, 200, 2)
+    assert victims.representation(splits.test.x, "logits").shape == (2, 200, 2)
+    again = regime.fit(splits.train, sets, Fit(trainer, seed=0, splits=splits))
+    assert np.array_equal(again.predict_proba(splits.test.x), victims.predict_proba(splits.test.x))
+
+
+def test_the_trainer_epoch_cap_bounds_end_to_end_epochs(splits):
+    """size=smoke lowers trainer.max_epochs; a model's own 12 epochs must obey it."""
+    counted = []
+
+    class Count(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            counted.append(trainer.current_epoch)
+
+    capped = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=2, callbacks=[Count()])
+    EndToEnd(network=TinyNet, epochs=12).fit(
+        splits.train, [PoisonSet.empty((1, 4, 4))], Fit(capped, seed=0, splits=splits)
+    )
+    assert counted == [0, 1]
+
+
+def test_augmentation_shifts_by_at_most_an_eighth_and_flips():
+    torch.manual_seed(0)
+    x = torch.zeros(200, 1, 16, 16)
+    x[:, :, 7:9, 7:9] = 1.0  # a bright 2x2 dot in the middle
+    out = shift_and_flip(x)
+    rows, cols = torch.nonzero(out[:, 0] > 0.5, as_tuple=True)[1:]
+    assert rows.min() >= 7 - 2 and rows.max() <= 8 + 2  # 1/8 of 16 = 2 pixels each way
+    assert cols.min() >= 7 - 2 and cols.max() <= 8 + 2
+    assert not torch.equal(out, x)
+    assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
