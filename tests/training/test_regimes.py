@@ -44,8 +44,9 @@ class TinyNet(nn.Module):
 
     layers = ("input", "logits")
 
-    def __init__(self, input_shape: tuple[int, ...], n_classes: int) -> None:
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, seed: int = 0) -> None:
         super().__init__()
+        torch.manual_seed(seed)
         self.linear = nn.Linear(int(np.prod(input_shape)), n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,14 +118,25 @@ def test_linear_heads_learn_only_their_own_poison(splits):
 def test_end_to_end_victims_train_their_own_network(splits):
     regime = EndToEnd(network=TinyNet, learning_rate=0.1, batch_size=32, epochs=10)
     sets = [PoisonSet.empty((1, 4, 4)), flip_brightest(splits, 1, 0.3)]
-    victims = regime.fit(splits.train, sets, Fit(trainer, seed=0, splits=splits))
+    victims = regime.fit(splits.train, sets, Fit(trainer, seed=0, batched=False, splits=splits))
     brightest = splits.test.x[splits.test.x.mean((1, 2, 3)) > 0.8]
     predicted = victims.predict(brightest).mean(1)
     assert predicted[0] > 0.9 and predicted[1] < 0.5
     assert victims.predict_proba(splits.test.x).shape == (2, 200, 2)
     assert victims.representation(splits.test.x, "logits").shape == (2, 200, 2)
-    again = regime.fit(splits.train, sets, Fit(trainer, seed=0, splits=splits))
+    again = regime.fit(splits.train, sets, Fit(trainer, seed=0, batched=False, splits=splits))
     assert np.array_equal(again.predict_proba(splits.test.x), victims.predict_proba(splits.test.x))
+
+
+def test_stacked_victims_learn_only_their_own_poison(splits):
+    """training.batched=true: two victims in one vmapped module, as on a GPU."""
+    regime = EndToEnd(network=TinyNet, learning_rate=0.1, batch_size=32, epochs=10)
+    sets = [PoisonSet.empty((1, 4, 4)), flip_brightest(splits, 1, 0.3)]
+    assert regime.victims_per_module((1, 4, 4), 2, memory_mb=1) > 2
+    victims = regime.fit(splits.train, sets, Fit(trainer, seed=0, batched=True, splits=splits))
+    brightest = splits.test.x[splits.test.x.mean((1, 2, 3)) > 0.8]
+    predicted = victims.predict(brightest).mean(1)
+    assert predicted[0] > 0.9 and predicted[1] < 0.5
 
 
 def test_the_trainer_epoch_cap_bounds_end_to_end_epochs(splits):
