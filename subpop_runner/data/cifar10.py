@@ -23,7 +23,7 @@ D_test. A row holds the red, green and blue 32×32 planes in turn, so it reshape
 
 from __future__ import annotations
 
-import _codecs
+import codecs
 import hashlib
 import io
 import pickle
@@ -71,7 +71,7 @@ ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _codecs.encode,
+    ("_codecs", "encode"): codecs.encode,
 }
 
 

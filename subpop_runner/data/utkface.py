@@ -128,8 +128,7 @@ class UTKFace:
         parts = [order[:PART_ROWS], order[PART_ROWS : 2 * PART_ROWS], order[2 * PART_ROWS :]]
         train, aux, test = (self._part(frame, rows) for rows in capped(parts, self.max_rows))
         splits = Splits(train, aux, test, CLASS_NAMES)
-        log.info("UTKFace: %d images of people aged %d+", len(frame), MIN_AGE)
-        log_summary("UTKFace", splits)
+        log_summary(f"UTKFace ({len(frame):,} images of people aged {MIN_AGE}+)", splits)
         return splits
 
     def _part(self, frame: pd.DataFrame, rows: np.ndarray) -> Part:
