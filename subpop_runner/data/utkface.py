@@ -81,42 +81,23 @@ class UTKFace:
             )
         return folder
 
-    def index(self) -> pd.DataFrame:
-        """One row per well-named image (columns ``file``, ``age``, ``gender``, ``race``),
-        sorted by file name, people under 15 included."""
-        folder = self.folder()
-        rows, malformed = [], []
-        for path in sorted(p for p in folder.iterdir() if p.is_file()):
-            match = NAME.fullmatch(path.name)
-            if match is None:
-                malformed.append(path.name)
-            else:
-                rows.append((path.name, *(int(match[k]) for k in ("age", "gender", "race"))))
-        if malformed:
-            log.warning(
-                "UTKFace: %d file(s) in %s not named %s are left out, e.g. %r",
-                len(malformed),
-                folder,
-                NAME_FORM,
-                malformed[0],
-            )
-        if not rows:
-            raise ConfigError(
-                f"UTKFace folder {folder}: expected images named {NAME_FORM}, found none "
-                f"among {len(malformed)} file(s); set dataset.data_dir to the folder of the "
-                "images"
-            )
-        return pd.DataFrame(rows, columns=["file", "age", "gender", "race"])
-
     def fingerprint(self) -> dict[str, str]:
         """One digest over every well-named file's name and content."""
         folder, digest = self.folder(), hashlib.sha256()
-        for name in self.index()["file"]:
+        for name in scan(folder)[0]["file"]:
             digest.update(f"{name} {file_sha256(folder / name)}\n".encode())
         return {"utkface": digest.hexdigest()}
 
     def load(self, seed: int) -> Splits:
-        frame = self.index()
+        frame, malformed = scan(self.folder())
+        if malformed:
+            log.warning(
+                "UTKFace: %d file(s) in %s not named %s are left out, e.g. %r",
+                len(malformed),
+                self.folder(),
+                NAME_FORM,
+                malformed[0],
+            )
         frame = frame[frame["age"] >= MIN_AGE].reset_index(drop=True)
         if len(frame) <= 2 * PART_ROWS:
             raise ConfigError(
@@ -136,6 +117,24 @@ class UTKFace:
         folder = self.folder()
         pixels = np.stack([read_image(folder / name, verify=self.verify) for name in chosen.file])
         return Part(scale_pixels(pixels), chosen["gender"].to_numpy(np.int64), annotate(chosen))
+
+
+def scan(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per well-named image (columns ``file``, ``age``, ``gender``, ``race``), sorted
+    by file name, people under 15 included; and the names of the other files."""
+    rows, malformed = [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        match = NAME.fullmatch(path.name)
+        if match is None:
+            malformed.append(path.name)
+        else:
+            rows.append((path.name, *(int(match[k]) for k in ("age", "gender", "race"))))
+    if not rows:
+        raise ConfigError(
+            f"UTKFace folder {folder}: expected images named {NAME_FORM}, found none among "
+            f"{len(malformed)} file(s); set dataset.data_dir to the folder of the images"
+        )
+    return pd.DataFrame(rows, columns=["file", "age", "gender", "race"]), malformed
 
 
 def annotate(frame: pd.DataFrame) -> pd.DataFrame:
