@@ -16,7 +16,7 @@ replacement, so its parts overlap; that is not repeated here.
 Images are decoded with Pillow, converted to RGB, resized to 100×100 (bicubic) and scaled to
 ``x / 255 - 0.5``, shape ``[n, 3, 100, 100]``. A file Pillow cannot decode is a `ConfigError`
 naming it. With ``verify=True`` (the default) every image must also be 200×200, the size of the
-aligned and cropped set the paper uses; ``verify=False`` takes any size, for other variants.
+published aligned and cropped set; ``verify=False`` takes any size, for other variants.
 Only the rows kept are decoded: a ``max_rows`` run reads a few thousand files, a full one about
 20,000 each time (≈ 1 ms per image on one core here, so ≈ 20 s). No cache of decoded arrays is
 kept: it would take 600 MB per folder to save those seconds. The full split holds 2.4 GB of
