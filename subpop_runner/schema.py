@@ -180,6 +180,39 @@ class LinearHeadSchema(Schema):
     epochs: int = value(at_least(1))
 
 
+@dataclass
+class ConvSchema(Schema):
+    _target_: str = MISSING
+    _partial_: bool = True
+    width: int = value(at_least(1))
+
+
+@dataclass
+class TransferSchema(Schema):
+    """A pretrained backbone plus a new linear head; ``trainable`` head (LL) or all (FT)."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    backbone: Any = MISSING
+    trainable: str = value(one_of(("head", "all")))
+
+
+@dataclass
+class PublishedBackboneSchema(Schema):
+    """A backbone with torchvision-published weights (URL or local file; null: random)."""
+
+    _target_: str = MISSING
+    weights: str | None = value()
+    resolution: int | None = value(or_null(at_least(32)))
+
+
+@dataclass
+class EfficientNetLite0Schema(Schema):
+    _target_: str = MISSING
+    resolution: int = value(at_least(32))
+    pretrained: bool = value()
+
+
 # --- selector --------------------------------------------------------------------------------
 
 
@@ -311,6 +344,11 @@ SCHEMAS = {
     "model/end_to_end": EndToEndSchema,
     "head/mlp": MLPSchema,
     "head/linear": LinearHeadSchema,
+    "network/conv": ConvSchema,
+    "network/transfer": TransferSchema,
+    "backbone/vgg16": PublishedBackboneSchema,
+    "backbone/resnet50": PublishedBackboneSchema,
+    "backbone/efficientnet_lite0": EfficientNetLite0Schema,
     "selector/cluster_match": ClusterMatchSchema,
     "selector/feature_match": FeatureMatchSchema,
     "attack/label_flip": LabelFlipSchema,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from subpop_runner import schema
 from subpop_runner.errors import ConfigError
@@ -55,16 +55,32 @@ def bad_values(spec) -> list[str]:
 spec_owner: dict[str, type] = {}
 
 
+def node_cases(choice: str, node, prefix: str) -> list[tuple[str, str, str]]:
+    """Cases for every field of ``node``'s schema and of the schemas nested in it (a model's
+    head, network and backbone)."""
+    found = []
+    for spec in fields(OmegaConf.get_type(node)):
+        child = node[spec.name]
+        if isinstance(child, DictConfig) and OmegaConf.get_type(child) is not dict:
+            found += node_cases(choice, child, f"{prefix}.{spec.name}")
+            continue
+        spec_owner[spec.name] = OmegaConf.get_type(node)
+        found += [(choice, f"{prefix}.{spec.name}", bad) for bad in bad_values(spec)]
+    return found
+
+
 def cases() -> list[tuple[str, str, str]]:
     """(group choice override, key, bad value) for every field of every option's schema."""
     found = []
     for group in GROUPS:
         for option in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
-            node = compose_config(f"{group}={option}")[group]
-            for spec in fields(OmegaConf.get_type(node)):
-                spec_owner[spec.name] = OmegaConf.get_type(node)
-                for bad in bad_values(spec):
-                    found.append((f"{group}={option}", f"{group}.{spec.name}", bad))
+            found += node_cases(
+                f"{group}={option}", compose_config(f"{group}={option}")[group], group
+            )
+    for backbone in sorted(p.stem for p in (ROOT / "conf" / "model" / "backbone").glob("*.yaml")):
+        choice = f"model=vgg_ll model/backbone={backbone}"
+        node = compose_config(*choice.split())["model"]["backbone"]
+        found += node_cases(choice, node, "model.backbone")
     top = [("seed", s) for s in ("abc", "1.5", "-3")] + [
         ("training.batched", "maybe"),
         ("training.memory_mb", "abc"),
@@ -76,7 +92,7 @@ def cases() -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize(("choice", "key", "bad"), cases())
 def test_every_key_refuses_a_bad_value_naming_key_and_valid_values(choice, key, bad):
-    message = first_error(*filter(None, [choice, f"{key}={bad}"]))
+    message = first_error(*choice.split(), f"{key}={bad}")
     assert message.startswith(f"{key}: ")
     assert "; valid: " in message
 
