@@ -1,0 +1,70 @@
+"""What every image network offers the rest of the runner, and helpers its files share.
+
+A `Network` maps images ``[n, C, H, W]`` (float32, pixels scaled ``x / 255 - 0.5``) to logits
+``[n, n_classes]`` and exposes the activations of a few named layers, flattened to ``[n, d]``:
+ClusterMatch clusters one of them (paper Sec. 5.2 and Table 3: later layers attack better).
+A `Backbone` is a network pretrained elsewhere whose pooled features a new head is trained on
+(VGG-LL / VGG-FT, Sec. 5.1; ResNet-50 embeddings, Sec. 5.5).
+
+The pooled-features method is called `pooled_features`, not ``features``: torchvision's VGG
+names its convolution stack ``features``, and its published state dict must load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Network(Protocol):
+    """An ``nn.Module`` with logits from `forward` and named representation layers."""
+
+    layers: tuple[str, ...]
+    """Names `representation` accepts, from the input to the last layer; always "input"."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Logits ``[n, n_classes]`` for images ``[n, C, H, W]``."""
+        ...
+
+    def representation(self, x: Tensor, layer: str) -> Tensor:
+        """Activations ``[n, d]`` at ``layer``, flattened; ValueError for an unknown layer."""
+        ...
+
+
+@runtime_checkable
+class Backbone(Network, Protocol):
+    """A network whose globally pooled last feature map feeds a new classification head."""
+
+    n_features: int
+
+    def pooled_features(self, x: Tensor) -> Tensor:
+        """Pooled features ``[n, n_features]`` for images ``[n, C, H, W]``."""
+        ...
+
+
+def check_layer(layer: str, layers: tuple[str, ...]) -> None:
+    """ValueError naming the valid layers unless ``layer`` is one of them."""
+    if layer not in layers:
+        raise ValueError(f"layer must be one of {', '.join(layers)}; got {layer!r}")
+
+
+def activation_at(activations: Iterator[tuple[str, Tensor]], layer: str) -> Tensor:
+    """The flattened activation named ``layer``, computing no layer after it."""
+    for name, activation in activations:
+        if name == layer:
+            return activation.flatten(1)
+    raise AssertionError(f"network yielded no layer {layer!r}")  # `check_layer` ran first
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator for the block (a network's initial weights), leaving the
+    caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
