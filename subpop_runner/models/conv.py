@@ -29,9 +29,16 @@ class Conv(nn.Module):
     layers = ("input", *(f"pool{s}" for s in range(SCALES)), "penultimate")
 
     def __init__(
-        self, *, in_channels: int, image_size: int, n_classes: int, width: int = 32, seed: int = 0
+        self,
+        *,
+        input_shape: tuple[int, int, int],
+        n_classes: int,
+        width: int = 32,
+        seed: int = 0,
     ) -> None:
+        """``input_shape``: one image's ``(C, H, W)``, square."""
         super().__init__()
+        in_channels, image_size = input_shape[0], input_shape[-1]
         if in_channels < 1 or n_classes < 2 or width < 1:
             raise ValueError(
                 f"in_channels and width must be >= 1 and n_classes >= 2, got "

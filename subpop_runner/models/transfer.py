@@ -21,8 +21,15 @@ class Transfer(nn.Module):
     """``backbone`` plus a linear head; layers are the backbone's and "logits"."""
 
     def __init__(
-        self, *, backbone: Backbone, n_classes: int, trainable: str = "head", seed: int = 0
+        self,
+        *,
+        backbone: Backbone,
+        n_classes: int,
+        trainable: str = "head",
+        seed: int = 0,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
+        """``input_shape`` is accepted as every network's is; the backbone resizes images."""
         super().__init__()
         if trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}; got {trainable!r}")

@@ -59,11 +59,11 @@ class HeadModule(Protocol):
 
 
 class Backbone(Protocol):
-    """A frozen network whose pooled ``features(x)`` the heads train on."""
+    """A frozen network whose ``pooled_features(x)`` the heads train on."""
 
     layers: tuple[str, ...]
 
-    def features(self, x: Tensor) -> Tensor: ...
+    def pooled_features(self, x: Tensor) -> Tensor: ...
 
     def representation(self, x: Tensor, layer: str) -> Tensor: ...
 
@@ -237,7 +237,7 @@ class Extractor(L.LightningModule):
         self.backbone = backbone
 
     def predict_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        return self.backbone.features(x).cpu()
+        return self.backbone.pooled_features(x).cpu()
 
 
 class _Batches(IterableDataset):

@@ -11,7 +11,7 @@ from subpop_runner.models.weights import load_weights, read_state_dict
 
 
 def small(seed: int = 0, width: int = 4) -> Conv:
-    return Conv(in_channels=1, image_size=28, n_classes=10, width=width, seed=seed)
+    return Conv(input_shape=(1, 28, 28), n_classes=10, width=width, seed=seed)
 
 
 def save_published(model: torch.nn.Module, folder, stem: str = "conv"):

@@ -31,12 +31,12 @@ class CountingBackbone(nn.Module):
         super().__init__()
         self.seen = 0
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         self.seen += len(x)
         return x.mean(dim=(1, 3))
 
     def representation(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        return self.features(x)
+        return self.pooled_features(x)
 
 
 class TinyNet(nn.Module):
