@@ -21,7 +21,6 @@ from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.metrics import subpop_table, summarize
 from subpop_runner.schema import plain, results_config
-from subpop_runner.selectors.base import PARTS
 from subpop_runner.stages import clean_victim, stage_code, surrogate_features
 from subpop_runner.sweep import job_key
 from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
@@ -82,14 +81,12 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
         tags["dataset.verify"] = "false"
     with tracker.job_run(job.experiment, job.run_name, params, tags, job.parent_run_id) as run:
         clean = memo("clean_victim", {}, lambda: clean_victim(train, splits))
-        features = (
-            memo(
-                "surrogate",
-                {"layer": selector.representation},
-                lambda: surrogate_features(train, splits, selector.representation),
-            )
-            if selector.uses_surrogate
-            else {p: getattr(splits, p).x.reshape(len(getattr(splits, p)), -1) for p in PARTS}
+        features = selector.features(
+            splits,
+            lambda layer: memo(
+                "surrogate", {"layer": layer}, lambda: surrogate_features(train, splits, layer)
+            ),
+            memo,
         )
         # 2. select (the clean victim ranks subpopulations; the surrogate gives ClusterMatch
         # its representation)

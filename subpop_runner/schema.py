@@ -237,6 +237,8 @@ class ClusterMatchSchema(SelectorSchema):
     representation: str = value(Check("a layer name of the model, or input", bool, ""))
     pca_components: int | None = value(or_null(at_least(1)))
     cluster_components: int | None = value(or_null(at_least(1)))
+    # Another pretrained network whose layer is clustered (paper Sec. 5.5), or null.
+    embedding: Any = MISSING
     random_state: int = value(at_least(0))
 
 

@@ -21,6 +21,7 @@ STAGE_GROUPS = {
     "clean_victim": ("dataset", "model"),
     "surrogate": ("dataset", "model"),
     "features": ("dataset", "model"),
+    "embedding": ("dataset", "selector"),
     "clustering": ("dataset", "model", "selector"),
 }
 

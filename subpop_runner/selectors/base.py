@@ -74,6 +74,15 @@ class Selector(ABC):
         """Raise `ConfigError` if the settings cannot work on these splits and a model with
         these layers (before training); most selectors need no check."""
 
+    def features(
+        self, splits: Splits, surrogate: Callable[[str], Features], memo: Memo = no_memo
+    ) -> Features:
+        """The representation of each part to select on: the input itself unless the selector
+        asks for a surrogate's layer (``surrogate(layer)``, trained on aux) or another one."""
+        return {
+            part: getattr(splits, part).x.reshape(len(getattr(splits, part)), -1) for part in PARTS
+        }
+
     @abstractmethod
     def candidates(
         self, splits: Splits, features: Features, memo: Memo = no_memo

@@ -14,7 +14,8 @@ cluster_components=40``). Both are reachable by config; the text's is the defaul
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -32,6 +33,9 @@ from subpop_runner.selectors.base import (
     no_memo,
 )
 
+if TYPE_CHECKING:
+    from subpop_runner.models.network import Network
+
 log = logging.getLogger(__name__)
 
 
@@ -44,19 +48,25 @@ class ClusterMatch(Selector):
         pca_components: int | None = 10,
         cluster_components: int | None = None,
         random_state: int = 0,
+        embedding: Network | None = None,
         take: Sequence[str] = ("all",),
         n: int | None = None,
     ) -> None:
         super().__init__(take=take, n=n)
         self.k, self.representation = k, representation
         self.pca_components, self.random_state = pca_components, random_state
-        self.cluster_components = cluster_components
-        self.uses_surrogate = representation != "input"
+        self.cluster_components, self.embedding = cluster_components, embedding
+        self.uses_surrogate = representation != "input" and embedding is None
 
     def check(self, splits: Splits, layers: Sequence[str]) -> None:
-        if self.uses_surrogate and self.representation not in layers:
+        owner, layers = (
+            ("the model", layers)
+            if self.embedding is None
+            else ("selector.embedding", self.embedding.layers)
+        )
+        if self.representation != "input" and self.representation not in layers:
             raise ConfigError(
-                f"selector.representation: the model has no layer {self.representation!r}; "
+                f"selector.representation: {owner} has no layer {self.representation!r}; "
                 f"valid: {', '.join(dict.fromkeys(['input', *layers]))}"
             )
         if self.k > len(splits.aux):
@@ -64,6 +74,24 @@ class ClusterMatch(Selector):
                 f"selector.k: {self.k} is larger than the aux set ({len(splits.aux)} points); "
                 f"choose selector.k <= {len(splits.aux)}"
             )
+
+    def features(
+        self, splits: Splits, surrogate: Callable[[str], Features], memo: Memo = no_memo
+    ) -> Features:
+        """The input, a layer of the surrogate trained on aux, or (``embedding``, paper Sec.
+        5.5) a layer of another pretrained network: clusters built on one architecture's
+        representation, attacking another."""
+        if self.representation == "input":
+            return super().features(splits, surrogate, memo)
+        if self.embedding is None:
+            return surrogate(self.representation)
+        return memo(
+            "embedding",
+            {"layer": self.representation},
+            lambda: {
+                p: embed(self.embedding, getattr(splits, p).x, self.representation) for p in PARTS
+            },
+        )
 
     def cluster(self, features: Features) -> dict[str, np.ndarray]:
         """Cluster index of every point: PCA and KMeans fitted on aux, applied to all parts."""
@@ -108,3 +136,18 @@ class ClusterMatch(Selector):
             )
             for cluster in range(self.k)
         ]
+
+
+def embed(network: Network, x: np.ndarray, layer: str, batch_size: int = 256) -> np.ndarray:
+    """``network``'s activations at ``layer`` for ``x``, in inference mode, on a GPU where
+    there is one."""
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    network = network.eval().to(device)
+    with torch.no_grad():
+        parts = [
+            network.representation(torch.from_numpy(x[i : i + batch_size]).to(device), layer)
+            for i in range(0, len(x), batch_size)
+        ]
+    return torch.cat(parts).float().cpu().numpy()

@@ -58,8 +58,12 @@ class HeadModule(Protocol):
     def representation(self, x: Tensor, layer: str) -> Tensor: ...
 
 
+POOLED = "pooled"
+
+
 class Backbone(Protocol):
-    """A frozen network whose ``pooled_features(x)`` the heads train on."""
+    """A frozen network whose ``pooled_features(x)`` the heads train on; its layer named
+    ``pooled`` is those features."""
 
     layers: tuple[str, ...]
 
@@ -205,6 +209,8 @@ class HeadVictims(Victims):
         backbone = self.regime.backbone
         if layer == "input":
             shared = x.reshape(len(x), -1)
+        elif backbone is not None and layer == POOLED:
+            shared = self.regime.features(x, self.fit)  # the cached features themselves
         elif backbone is not None and layer in backbone.layers:
             shared = _layer(backbone, x, layer)
         elif layer in self.regime.layers:
