@@ -129,7 +129,7 @@ def test_a_sweep_value_and_a_single_value_log_alike():
 @pytest.mark.parametrize("trainer", ["cpu", "smoke", "gpu"])
 def test_size_smoke_caps_epochs_with_any_trainer(trainer):
     cfg = compose_config(f"trainer={trainer}", "size=smoke")
-    assert cfg.trainer.max_epochs <= 30
+    assert cfg.trainer.max_epochs <= 3
     assert cfg.dataset.max_rows <= 3000
 
 
