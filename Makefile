@@ -81,8 +81,11 @@ mlflow-server: install
 	  --workers 1 --backend-store-uri sqlite:///$(MLFLOW_DB) \
 	  --artifacts-destination $(CURDIR)/mlruns/artifacts
 
-bench: install
+# docs/performance.md (Adult: batched vs one at a time vs scikit-learn, sweeps, cache,
+# scaling) and docs/performance_images.md (Conv, EfficientNet-Lite0 features, LL heads).
+bench: install data-fashion-mnist
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.images
 
 lint: install
 	$(BIN)/ruff check subpop_runner tests benchmarks
