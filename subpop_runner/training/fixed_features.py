@@ -228,7 +228,7 @@ def _layer(network: nn.Module, x: np.ndarray, layer: str, batch_size: int = 256)
     """A frozen network's activations at ``layer``, on the device it sits on (where feature
     extraction left it)."""
     network.eval()
-    device = next(network.parameters()).device
+    device = next(network.parameters(), torch.empty(0)).device
     with torch.no_grad():
         parts = [
             network.representation(torch.from_numpy(x[i : i + batch_size]).to(device), layer)
