@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Default place for MLflow's SQLite store and artifacts (see conf/tracking/sqlite.yaml).
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult \
+.PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult results-images \
         sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist
 
 install: $(STAMP)
@@ -67,6 +67,17 @@ results-adult: install
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table2_feature_match $(ARGS)
 	$(BIN)/subpop report -e adult_cluster_match -e adult_feature_match \
 	  --out docs/results/adult.md --notes docs/results/adult_notes.md
+
+# docs/results/images.md: the Fashion-MNIST runs (Conv, its layer study, EfficientNet-Lite0 LL
+# over every cluster, FT on a few). SEEDS narrows the seeds on a small machine.
+SEEDS ?= 0,1,2,3,4
+results-images: install data-fashion-mnist
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_conv seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_conv_layers seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ft seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop report -e fashion_mnist_conv -e fashion_mnist_efficientnet_ll \
+	  -e fashion_mnist_efficientnet_ft --out docs/results/images.md --notes docs/results/images_notes.md
 
 report: install
 	$(BIN)/subpop report $(REPORT_ARGS)

@@ -108,6 +108,8 @@ def test_every_key_refuses_a_bad_value_naming_key_and_valid_values(choice, key, 
         (["selector=feature_match", "selector.max_size=5"], "selector.max_size: 5 < min_size"),
         (["dataset.train_fraction=0.6", "dataset.aux_fraction=0.6"], "dataset.test_fraction"),
         (["attack.alpha=abc"], "attack.alpha: Value 'abc'"),
+        (["model=vgg_ll", "model/backbone=bogus"], "model/backbone: no option 'bogus'; valid: "),
+        (["model=conv", "model.network.width=0"], "model.network.width: got 0"),
     ],
 )
 def test_errors_name_the_key_and_the_fix(overrides, expected):
