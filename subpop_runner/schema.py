@@ -204,6 +204,7 @@ class PublishedBackboneSchema(Schema):
     _target_: str = MISSING
     weights: str | None = value()
     resolution: int | None = value(or_null(at_least(32)))
+    top: bool = value()
 
 
 @dataclass

@@ -131,6 +131,16 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
         (["cache.dir=/proc/x"], "cache.dir"),
         (["training.memory_mb=0"], "training.memory_mb: got 0.0"),
         (["cache.enabled=maybe"], "cache.enabled: "),
+        (["dataset=fashion_mnist", "dataset.data_dir=/nonexistent"], "/nonexistent"),
+        (
+            ["dataset=fashion_mnist", "model=conv", "selector.representation=hidden"],
+            "selector.representation: the model has no layer 'hidden'; valid: input, pool0",
+        ),
+        (
+            ["dataset=fashion_mnist", "model=vgg_ll", "model.backbone.weights=/none/vgg16.pth"],
+            "/none/vgg16.pth not found",
+        ),
+        (["model=vgg_ll", "model/backbone=bogus"], "model/backbone: no option 'bogus'"),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_no_run(tmp_path, args, message):

@@ -108,6 +108,8 @@ def test_every_key_refuses_a_bad_value_naming_key_and_valid_values(choice, key, 
         (["selector=feature_match", "selector.max_size=5"], "selector.max_size: 5 < min_size"),
         (["dataset.train_fraction=0.6", "dataset.aux_fraction=0.6"], "dataset.test_fraction"),
         (["attack.alpha=abc"], "attack.alpha: Value 'abc'"),
+        (["model=vgg_ll", "model/backbone=bogus"], "model/backbone: no option 'bogus'; valid: "),
+        (["model=conv", "model.network.width=0"], "model.network.width: got 0"),
     ],
 )
 def test_errors_name_the_key_and_the_fix(overrides, expected):
@@ -129,7 +131,7 @@ def test_a_sweep_value_and_a_single_value_log_alike():
 @pytest.mark.parametrize("trainer", ["cpu", "smoke", "gpu"])
 def test_size_smoke_caps_epochs_with_any_trainer(trainer):
     cfg = compose_config(f"trainer={trainer}", "size=smoke")
-    assert cfg.trainer.max_epochs <= 30
+    assert cfg.trainer.max_epochs <= 3
     assert cfg.dataset.max_rows <= 3000
 
 

@@ -69,10 +69,13 @@ class ResNet50(nn.Module):
         weights: str | os.PathLike | None = None,
         resolution: int | None = None,
         seed: int = 0,
+        top: bool = True,
     ) -> None:
         """``weights``: a URL or .pth file of torchvision's ResNet-50 state dict (e.g.
         `IMAGENET_WEIGHTS`), or None for torchvision's random initialisation under ``seed``.
-        ``resolution``: side images are resized to, or None to keep theirs."""
+        ``resolution``: side images are resized to, or None to keep theirs. ``top=False``:
+        drop the ImageNet classifier after loading (a backbone for new heads; saves 0.5 GB
+        per VGG-16 copy), leaving `pooled_features` and `representation`."""
         super().__init__()
         if resolution is not None and resolution < 1:
             raise ValueError(f"resolution must be >= 1 or None, got {resolution}")
@@ -95,6 +98,8 @@ class ResNet50(nn.Module):
             _initialise(self)
         if weights is not None:
             load_weights(self, weights)
+        if not top:  # a backbone: its ImageNet classifier is never used, so it is not kept
+            self.fc = None
 
     def forward(self, x: Tensor) -> Tensor:
         """ImageNet logits ``[n, 1000]``."""

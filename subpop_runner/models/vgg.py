@@ -46,10 +46,13 @@ class VGG16(nn.Module):
         resolution: int | None = None,
         dropout: float = 0.5,
         seed: int = 0,
+        top: bool = True,
     ) -> None:
         """``weights``: a URL or .pth file of torchvision's VGG-16 state dict (e.g.
         `IMAGENET_WEIGHTS`), or None for torchvision's random initialisation under ``seed``.
-        ``resolution``: side images are resized to, or None to keep theirs."""
+        ``resolution``: side images are resized to, or None to keep theirs. ``top=False``:
+        drop the ImageNet classifier after loading (a backbone for new heads; saves 0.5 GB
+        per VGG-16 copy), leaving `pooled_features` and `representation`."""
         super().__init__()
         if resolution is not None and resolution < MIN_SIZE:
             raise ValueError(f"resolution must be >= {MIN_SIZE} or None, got {resolution}")
@@ -71,6 +74,8 @@ class VGG16(nn.Module):
             _initialise(self)
         if weights is not None:
             load_weights(self, weights)
+        if not top:  # a backbone: its ImageNet classifier is never used, so it is not kept
+            self.classifier = None
 
     def forward(self, x: Tensor) -> Tensor:
         """ImageNet logits ``[n, 1000]``, as torchvision's model computes them."""

@@ -225,13 +225,16 @@ class HeadVictims(Victims):
 
 
 def _layer(network: nn.Module, x: np.ndarray, layer: str, batch_size: int = 256) -> np.ndarray:
+    """A frozen network's activations at ``layer``, on the device it sits on (where feature
+    extraction left it)."""
     network.eval()
+    device = next(network.parameters(), torch.empty(0)).device
     with torch.no_grad():
         parts = [
-            network.representation(torch.from_numpy(x[i : i + batch_size]), layer)
+            network.representation(torch.from_numpy(x[i : i + batch_size]).to(device), layer)
             for i in range(0, len(x), batch_size)
         ]
-    return torch.cat(parts).float().numpy()
+    return torch.cat(parts).float().cpu().numpy()
 
 
 class Extractor(L.LightningModule):

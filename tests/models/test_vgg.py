@@ -93,3 +93,13 @@ def test_is_a_backbone(vgg):
 def test_too_small_resolution_is_rejected():
     with pytest.raises(ValueError, match="resolution must be >= 32 or None, got 28"):
         VGG16(resolution=28)
+
+
+def test_a_backbone_without_its_top_keeps_its_pooled_features():
+    full = VGG16(seed=3).eval()
+    backbone = VGG16(seed=3, top=False).eval()
+    assert backbone.classifier is None
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    with torch.no_grad():
+        assert torch.equal(full.pooled_features(x), backbone.pooled_features(x))
+    assert sum(p.numel() for p in backbone.parameters()) == 14_714_688
