@@ -134,11 +134,16 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     splits = FashionMNIST(max_rows=30_000).load(seed=0)
     probe, by_resolution = probe_section(splits, 3_000, 2_000)
-    chosen = max(by_resolution, key=lambda r: by_resolution[r]["probe test accuracy"])
+    # The smallest resolution within a point of the best probe: extraction slows ~2.5x per step.
+    best = max(r["probe test accuracy"] for r in by_resolution.values())
+    chosen = min(
+        r for r in by_resolution if by_resolution[r]["probe test accuracy"] >= best - 0.01
+    )
     sections = {
         "Conv, end to end: one victim per module vs stacked": conv_section(splits, 2_000),
         "EfficientNet-Lite0 features: speed and probe accuracy by resolution": probe,
-        "LL victims on cached features": ll_grid_section(splits, chosen),
+        f"LL victims on cached features ({chosen} px: the smallest resolution whose probe is "
+        "within a point of the best)": ll_grid_section(splits, chosen),
     }
     lines = [
         "# Performance: images",
