@@ -1,9 +1,10 @@
 """How a victim's training data are drawn, epoch by epoch, when many victims train at once.
 
 Every victim's epoch is the shared train set plus its *own* poison set. `PoisonedEpochs`
-yields one `Epoch` per pass; `Epoch.steps` cuts it into mini-batches that share the train rows
-and pad each victim's poison rows. Batched heads (the MLP, the linear head) consume them; a
-victim trained alone (V=1) gets the same procedure.
+yields one `Epoch` per pass; `Epoch.rows` cuts it into mini-batches that share the train rows
+and add the poison rows drawn into each step (`Epoch.steps` pads those per victim). Batched
+heads (the MLP, the linear head) consume them; a victim trained alone (V=1) gets the same
+procedure.
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part
 
 
+class Rows(NamedTuple):
+    """One mini-batch: a block of train rows shared by all victims, plus the poison rows drawn
+    into this step, each with its victim and its rank among that victim's rows (``slot``)."""
+
+    x: Tensor
+    y: Tensor
+    poison_x: Tensor
+    poison_y: Tensor
+    poison_victim: Tensor
+    poison_slot: Tensor
+
+
 class Step(NamedTuple):
     """One mini-batch: a block of train rows shared by all victims, plus each victim's own
     poison rows for this step, padded to ``[V, r, d]`` (``poison_weight`` 0 marks padding)."""
@@ -35,7 +48,7 @@ class Step(NamedTuple):
 @dataclass
 class Epoch:
     """One epoch's data for V victims; a batched head runs its mini-batch updates over
-    `steps()`.
+    `steps()` (poison rows padded per victim) or `rows()` (unpadded).
 
     Victim v's epoch is the train set plus its own poison set, each point seen once: train
     rows are shuffled and cut into blocks of ``batch_size`` (shared by all victims), and each
@@ -55,33 +68,43 @@ class Epoch:
     sizes: Tensor
     batch_size: int
 
-    def steps(self, active: Tensor | None = None) -> Iterator[Step]:
-        """The epoch's mini-batches; with ``active`` (ascending victim indices), only those
-        victims' poison rows, victim ``active[i]`` as row ``i`` of the padded tensors."""
+    def rows(self, active: Tensor | None = None) -> Iterator[Rows]:
+        """The epoch's mini-batches with each step's poison rows unpadded; with ``active``
+        (ascending victim indices), only those victims' rows, victim ``active[i]`` as ``i``."""
         victim, slot, bounds = self.poison_victim, self.poison_slot, self.poison_bounds
         poison_x, poison_y = self.poison_x, self.poison_y
-        n_victims = len(self.sizes)
-        if active is not None and len(active) < n_victims:
-            position = torch.full((n_victims,), -1, device=victim.device)
+        if active is not None and len(active) < len(self.sizes):
+            position = torch.full((len(self.sizes),), -1, device=victim.device)
             position[active] = torch.arange(len(active), device=victim.device)
             keep = position[victim] >= 0
             kept_before = torch.cat([keep.new_zeros(1, dtype=torch.long), keep.cumsum(0)])
             bounds = kept_before[bounds].tolist()
             victim, slot = position[victim[keep]], slot[keep]
             poison_x, poison_y = poison_x[keep], poison_y[keep]
-            n_victims = len(active)
         for i, start in enumerate(range(0, len(self.y), self.batch_size)):
-            lo, hi = bounds[i], bounds[i + 1]
-            step_victim, step_slot = victim[lo:hi], slot[lo:hi]
-            width = int(step_slot.max()) + 1 if hi > lo else 0
-            rows = poison_x.new_zeros(n_victims, width, *self.x.shape[1:])
+            lo, hi, end = bounds[i], bounds[i + 1], start + self.batch_size
+            yield Rows(
+                self.x[start:end],
+                self.y[start:end],
+                poison_x[lo:hi],
+                poison_y[lo:hi],
+                victim[lo:hi],
+                slot[lo:hi],
+            )
+
+    def steps(self, active: Tensor | None = None) -> Iterator[Step]:
+        """`rows` with each step's poison rows padded to ``[V, r, d]``, for heads that compute
+        every victim's poison rows in one batched product."""
+        n_victims = len(self.sizes) if active is None else len(active)
+        for x, y, poison_x, poison_y, victim, slot in self.rows(active):
+            width = int(slot.max()) + 1 if len(slot) else 0
+            padded = poison_x.new_zeros(n_victims, width, *self.x.shape[1:])
             labels = poison_y.new_zeros(n_victims, width)
             weight = self.x.new_zeros(n_victims, width)
-            rows[step_victim, step_slot] = poison_x[lo:hi]
-            labels[step_victim, step_slot] = poison_y[lo:hi]
-            weight[step_victim, step_slot] = 1.0
-            end = start + self.batch_size
-            yield Step(self.x[start:end], self.y[start:end], rows, labels, weight)
+            padded[victim, slot] = poison_x
+            labels[victim, slot] = poison_y
+            weight[victim, slot] = 1.0
+            yield Step(x, y, padded, labels, weight)
 
 
 class PoisonedEpochs(IterableDataset):

@@ -5,8 +5,10 @@ frozen backbone's average-pooled features, L2 0.01 on its weights, Adam 1e-3, ba
 `LinearHead` holds ``n_victims`` such heads side by side (``weights [d, C·V]``): the shared
 train rows of a step go through every victim's head in one matrix product, each victim adds
 its own poison rows, and each victim's loss depends on its own columns only, so summing the
-losses gives every head the gradient it would get alone; Adam is elementwise. The L2 term
-is added Keras-style, ``l2 * ||W||^2`` on every batch loss, as the authors' code does.
+losses gives every head the gradient it would get alone; Adam is elementwise. The L2 term is
+Keras-style, ``l2 * ||W||^2`` on every batch loss, as the authors' code does; its gradient
+``2 * l2 * W`` is added by Adam's weight decay rather than through autograd (the same update,
+without two extra passes over millions of weights per step).
 """
 
 from __future__ import annotations
@@ -79,31 +81,40 @@ class LinearHead(L.LightningModule):
         # The torch optimizer itself: Lightning's wrapper runs hooks on every call that cost
         # more than a linear head's step (one training step is one epoch here).
         optimizer = self.optimizers().optimizer
-        for step in epoch.steps():
+        for rows in epoch.rows():
             optimizer.zero_grad(set_to_none=True)
-            self._loss(*step).backward()
+            self._loss(*rows[:5]).backward()
             optimizer.step()
         if self.current_epoch + 1 >= self.epochs:
             self.stopped.fill_(True)
             self.trainer.should_stop = True
 
-    def _loss(self, x: Tensor, y: Tensor, poison_x: Tensor, poison_y: Tensor, weight: Tensor):
-        """Sum over victims of each victim's mean cross-entropy on its batch (shared rows and
-        its own poison rows) plus its L2 term."""
-        shared = nn.functional.cross_entropy(
-            self(x).transpose(1, 2), y.expand(self.n_victims, -1), reduction="none"
-        ).sum(1)
-        count = len(y) + weight.sum(1)
-        if poison_x.shape[1]:
-            weights = self.weights.view(-1, self.n_victims, self.n_classes).transpose(0, 1)
-            bias = self.bias.view(self.n_victims, 1, self.n_classes)
-            own = torch.baddbmm(bias, poison_x, weights)
-            own_loss = nn.functional.cross_entropy(own.transpose(1, 2), poison_y, reduction="none")
-            shared = shared + (own_loss * weight).sum(1)
-        per_victim_l2 = self.weights.square().view(-1, self.n_victims, self.n_classes).sum((0, 2))
-        return (shared / count + self.l2 * per_victim_l2).sum()
+    def _loss(self, x: Tensor, y: Tensor, poison_x: Tensor, poison_y: Tensor, victim: Tensor):
+        """Sum over victims of each victim's mean cross-entropy on its batch: the shared rows
+        and the poison rows of that victim (``victim`` names each poison row's victim)."""
+        n_victims, n_classes = self.n_victims, self.n_classes
+        logits = torch.addmm(self.bias, x, self.weights).view(-1, n_classes)
+        per_victim = nn.functional.cross_entropy(
+            logits, y.repeat_interleave(n_victims), reduction="none"
+        ).view(len(y), n_victims).sum(0)
+        count = len(y) + torch.bincount(victim, minlength=n_victims)
+        if len(victim):
+            # Each poison row meets only its own victim's columns: a gather of P heads, not
+            # a product with all V of them.
+            own_weights = self.weights.view(-1, n_victims, n_classes).index_select(1, victim)
+            own_bias = self.bias.view(n_victims, n_classes).index_select(0, victim)
+            own = torch.einsum("pd,dpc->pc", poison_x, own_weights) + own_bias
+            own_loss = nn.functional.cross_entropy(own, poison_y, reduction="none")
+            per_victim = per_victim.index_add(0, victim, own_loss)
+        return (per_victim / count).sum()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # One fused kernel per step: with hundreds of victims the heads hold millions of
         # parameters, and Adam's per-element work outweighs the batch's matrix products.
-        return torch.optim.Adam(self.parameters(), lr=self.learning_rate, fused=True)
+        # Adam's (coupled) weight decay w adds w * W to the gradient, which is the gradient
+        # of the Keras L2 term l2 * ||W||^2 when w = 2 * l2; Keras leaves the bias alone.
+        groups = [
+            {"params": [self.weights], "weight_decay": 2 * self.l2},
+            {"params": [self.bias], "weight_decay": 0.0},
+        ]
+        return torch.optim.Adam(groups, lr=self.learning_rate, fused=True)
