@@ -94,9 +94,11 @@ class LinearHead(L.LightningModule):
         and the poison rows of that victim (``victim`` names each poison row's victim)."""
         n_victims, n_classes = self.n_victims, self.n_classes
         logits = torch.addmm(self.bias, x, self.weights).view(-1, n_classes)
-        per_victim = nn.functional.cross_entropy(
-            logits, y.repeat_interleave(n_victims), reduction="none"
-        ).view(len(y), n_victims).sum(0)
+        per_victim = (
+            nn.functional.cross_entropy(logits, y.repeat_interleave(n_victims), reduction="none")
+            .view(len(y), n_victims)
+            .sum(0)
+        )
         count = len(y) + torch.bincount(victim, minlength=n_victims)
         if len(victim):
             # Each poison row meets only its own victim's columns: a gather of P heads, not
