@@ -11,6 +11,11 @@ quarter-width Conv copies, measured here), so CPU presets train one at a time.
 Augmentation, when the model asks for it, is the authors': random shifts of up to 1/8 of the
 image (reflect-padded) and horizontal flips, applied per batch on the batch's device.
 
+The optimizer is the model family's: Adam at a constant rate for the image networks, AdamW with
+a linear decay to zero for BERT (`Recipe`). A model may also name a ``frozen`` front (BERT-LL's
+frozen blocks): its output is computed once per input and cached (`FrozenFeatures`), and the
+victims' networks train on it, never recomputing it.
+
 Trained networks are kept on the CPU: 300 Conv victims take ~1.5 GB, but 300 VGG-16 victims
 would take ~18 GB, so full-size VGG-FT grids attack fewer clusters per job (as the paper did).
 """
@@ -19,8 +24,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -32,14 +38,43 @@ from tqdm.auto import tqdm
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part
 from subpop_runner.training.base import Fit, Victims, describe_device, span, unknown_layer
+from subpop_runner.training.frozen import FrozenFeatures
 
 log = logging.getLogger(__name__)
 
 
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class Recipe:
+    """How one victim's parameters are updated: ``optimizer`` "adam" (the image models) or
+    "adamw" (BERT; weight decay 0, the default of transformers' own AdamW), at ``learning_rate``
+    held ``constant`` or decayed ``linear``-ly to zero over ``total_steps`` (no warm-up)."""
+
+    learning_rate: float
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    total_steps: int = 1
+
+    def configure(self, parameters: Iterable[nn.Parameter]) -> dict:
+        """What a LightningModule's ``configure_optimizers`` returns."""
+        kind = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        extra = {"weight_decay": 0.0} if self.optimizer == "adamw" else {}
+        optimizer = kind(parameters, lr=self.learning_rate, **extra)
+        if self.schedule == "constant":
+            return {"optimizer": optimizer}
+        steps = max(1, self.total_steps)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
 class EndToEnd:
     """The regime: ``network(input_shape=…, n_classes=…, seed=…)`` builds one victim's
-    network (an ``nn.Module`` with ``layers`` and ``representation``); the rest is its
-    training recipe."""
+    network (an ``nn.Module`` with ``layers`` and ``representation``); ``frozen``, when
+    given, is a frozen front (with ``cached_inputs``) whose output the networks read; the rest
+    is the training recipe."""
 
     def __init__(
         self,
@@ -50,10 +85,24 @@ class EndToEnd:
         epochs: int = 12,
         augment: bool = False,
         predict_batch_size: int = 512,
+        optimizer: str = "adam",
+        schedule: str = "constant",
+        frozen: nn.Module | None = None,
+        frozen_batch_size: int = 64,
     ) -> None:
+        for key, value, valid in (
+            ("optimizer", optimizer, OPTIMIZERS),
+            ("schedule", schedule, SCHEDULES),
+        ):
+            if value not in valid:
+                raise ValueError(f"{key} must be one of {', '.join(valid)}; got {value!r}")
         self.network, self.learning_rate = network, learning_rate
         self.batch_size, self.epochs, self.augment = batch_size, epochs, augment
         self.predict_batch_size = predict_batch_size
+        self.optimizer, self.schedule = optimizer, schedule
+        self._frozen = None
+        if frozen is not None:
+            self._frozen = FrozenFeatures(frozen, "cached_inputs", frozen_batch_size)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -78,6 +127,10 @@ class EndToEnd:
     ) -> NetworkVictims:
         n_classes = fit.splits.n_classes if fit.splits is not None else int(train.y.max()) + 1
         epochs = min(self.epochs, fit.max_epochs or self.epochs)
+        frozen = self._frozen
+        if frozen is not None:
+            train = Part(frozen(train.x, fit), train.y)
+            poison_sets = [frozen.of_poison(p, fit, train.x) for p in poison_sets]
         shape = tuple(train.x.shape[1:])
         size = 1
         if fit.batched and len(poison_sets) > 1:
@@ -89,11 +142,18 @@ class EndToEnd:
                 seeds = [fit.seed + start + i for i in range(len(part))]
                 L.seed_everything(seeds[0], workers=False, verbose=False)
                 built = [self.build(shape, n_classes, seed) for seed in seeds]
+                most = len(train) + max(len(p) for p in part)
+                recipe = Recipe(
+                    self.learning_rate,
+                    self.optimizer,
+                    self.schedule,
+                    total_steps=epochs * -(-most // self.batch_size),
+                )
                 if len(part) == 1:
-                    module = NetworkVictim(built[0], self.learning_rate, self.augment)
+                    module = NetworkVictim(built[0], recipe, self.augment)
                     data = ShuffledBatches(*_rows(train, part[0]), self.batch_size, seeds[0])
                 else:
-                    module = StackedVictims(built, self.learning_rate, self.augment)
+                    module = StackedVictims(built, recipe, self.augment)
                     data = StackedBatches(train, part, self.batch_size, seeds[0])
                 trainer = fit.trainer(**fit.quiet, enable_progress_bar=False, max_epochs=epochs)
                 trainer.fit(module, DataLoader(data, batch_size=None))
@@ -108,7 +168,8 @@ class EndToEnd:
             size,
             span([epochs]),
         )
-        return NetworkVictims(networks, device, on, self.predict_batch_size)
+        inputs = None if frozen is None else partial(frozen, fit=fit)
+        return NetworkVictims(networks, device, on, self.predict_batch_size, inputs)
 
     def victims_per_module(self, shape: tuple[int, ...], n_classes: int, memory_mb: float) -> int:
         """How many victims one stacked module holds within ``memory_mb``: per victim its
@@ -143,11 +204,12 @@ def _rows(train: Part, poison: PoisonSet) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NetworkVictim(L.LightningModule):
-    """One network under Lightning: cross-entropy, Adam on its trainable parameters."""
+    """One network under Lightning: cross-entropy, the recipe's optimizer on its trainable
+    parameters."""
 
-    def __init__(self, network: nn.Module, learning_rate: float, augment: bool) -> None:
+    def __init__(self, network: nn.Module, recipe: Recipe, augment: bool) -> None:
         super().__init__()
-        self.network, self.learning_rate, self.augment = network, learning_rate, augment
+        self.network, self.recipe, self.augment = network, recipe, augment
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -157,9 +219,8 @@ class NetworkVictim(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        trainable = [p for p in self.network.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.learning_rate)
+    def configure_optimizers(self) -> dict:
+        return self.recipe.configure(p for p in self.network.parameters() if p.requires_grad)
 
     def trained(self) -> list[nn.Module]:
         return [self.network]
@@ -171,9 +232,9 @@ class StackedVictims(L.LightningModule):
     forward under `torch.vmap`, each victim on its own batch ``x[v]``. The loss is the sum of
     the victims' mean losses, so each victim gets its own gradient; Adam is elementwise."""
 
-    def __init__(self, networks: list[nn.Module], learning_rate: float, augment: bool) -> None:
+    def __init__(self, networks: list[nn.Module], recipe: Recipe, augment: bool) -> None:
         super().__init__()
-        self.learning_rate, self.augment = learning_rate, augment
+        self.recipe, self.augment = recipe, augment
         self.networks = networks  # a plain list: not submodules, their weights are copied
         params, buffers = torch.func.stack_module_state(networks)
         self.names = list(params)
@@ -204,8 +265,8 @@ class StackedVictims(L.LightningModule):
         losses = nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")
         return losses.mean(1).sum()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.stacked.parameters(), lr=self.learning_rate)
+    def configure_optimizers(self) -> dict:
+        return self.recipe.configure(p for p in self.stacked.parameters() if p.requires_grad)
 
     def trained(self) -> list[nn.Module]:
         """Each victim's network with its trained weights copied back."""
@@ -296,14 +357,17 @@ class NetworkVictims(Victims):
     device: str
     on: str = "cpu"  # the torch device type they trained on, where they also predict
     batch_size: int = 512
+    inputs: Callable[[np.ndarray], np.ndarray] | None = None  # a frozen front, cached
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = x if self.inputs is None else self.inputs(x)
         return np.stack([self._apply(n, x, lambda n, b: n(b).softmax(-1)) for n in self.networks])
 
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
         layers = getattr(self.networks[0], "layers", ("input",))
         if layer not in layers:
             raise unknown_layer(layer, layers)
+        x = x if self.inputs is None else self.inputs(x)
         return np.stack(
             [self._apply(n, x, lambda n, b: n.representation(b, layer)) for n in self.networks]
         )

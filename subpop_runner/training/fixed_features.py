@@ -17,8 +17,7 @@ machinery costs ~4x (measured here: 4.6 ms vs 0.75 ms per mini-batch on Adult).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from subpop_runner.attacks.base import PoisonSet
@@ -36,10 +35,10 @@ from subpop_runner.training.base import (
     Fit,
     Victims,
     describe_device,
-    digest,
     span,
     unknown_layer,
 )
+from subpop_runner.training.frozen import FrozenFeatures
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,9 @@ class FixedFeatures:
         batch_size: int = 256,
     ) -> None:
         self.head, self.backbone, self.batch_size = head, backbone, batch_size
-        self._features: dict[str, np.ndarray] = {}
+        self._frozen = None
+        if backbone is not None:
+            self._frozen = FrozenFeatures(backbone, "pooled_features", batch_size)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -94,33 +95,16 @@ class FixedFeatures:
         return (*backbone, *(name for name in head_layers if name not in backbone))
 
     def features(self, x: np.ndarray, fit: Fit) -> np.ndarray:
-        """The backbone's features of ``x`` ``[n, d]``: computed once per content, kept in
-        memory for this process and in the stage cache for later jobs."""
-        if self.backbone is None:
+        """The backbone's features of ``x`` ``[n, d]`` (computed once per content, see
+        `FrozenFeatures`); without a backbone, the input rows flattened."""
+        if self._frozen is None:
             return x.reshape(len(x), -1)
-        key = digest(x)
-        if key not in self._features:
-            compute = lambda: {"features": self._extract(x, fit)}  # noqa: E731
-            self._features[key] = fit.memo("features", {"input": key}, compute)["features"]
-        return self._features[key]
+        return self._frozen(x, fit)
 
-    def _extract(self, x: np.ndarray, fit: Fit) -> np.ndarray:
-        trainer = fit.trainer(**fit.quiet, enable_progress_bar=True)
-        batches = trainer.predict(Extractor(self.backbone), _Batches(x, self.batch_size))
-        return torch.cat(batches).float().numpy()
-
-    def _poison_features(self, poison: PoisonSet, fit: Fit, n_features: int) -> PoisonSet:
-        """A poison set in feature space; rows copied from aux (label flipping) take the aux
-        row's features instead of a new backbone pass."""
-        aux = fit.splits.aux if fit.splits is not None else None
-        if len(poison) == 0:
-            x = np.zeros((0, n_features), np.float32)
-        elif self.backbone is None:
-            x = poison.x.reshape(len(poison), -1)
-        elif aux is not None and np.array_equal(poison.x, aux.x[poison.source_index]):
-            x = self.features(aux.x, fit)[poison.source_index]
-        else:
-            x = self.features(poison.x, fit)
+    def _poison_features(self, poison: PoisonSet, fit: Fit, like: np.ndarray) -> PoisonSet:
+        if self._frozen is not None:
+            return self._frozen.of_poison(poison, fit, like)
+        x = poison.x.reshape(len(poison), *like.shape[1:]).astype(like.dtype)
         return PoisonSet(poison.subpop_id, x, poison.y, poison.source_index)
 
     def fit(
@@ -133,7 +117,7 @@ class FixedFeatures:
         """One victim per poison set on ``train ∪ poison``; see the module docstring."""
         train_features = Part(self.features(train.x, fit), train.y)
         n_features = train_features.x.shape[1]
-        sets = [self._poison_features(p, fit, n_features) for p in poison_sets]
+        sets = [self._poison_features(p, fit, train_features.x) for p in poison_sets]
         n_classes = fit.splits.n_classes if fit.splits is not None else int(train.y.max()) + 1
         probe = self.head(n_features=n_features, n_classes=n_classes, n_victims=1)
         if fit.batched:
@@ -235,32 +219,6 @@ def _layer(network: nn.Module, x: np.ndarray, layer: str, batch_size: int = 256)
             for i in range(0, len(x), batch_size)
         ]
     return torch.cat(parts).float().cpu().numpy()
-
-
-class Extractor(L.LightningModule):
-    """A frozen backbone under Lightning's predict loop: the trainer config's device and
-    precision apply to feature extraction as to training."""
-
-    def __init__(self, backbone: Backbone) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def predict_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        return self.backbone.pooled_features(x).cpu()
-
-
-class _Batches(IterableDataset):
-    """Pre-cut batches of an array (a per-sample DataLoader costs more than small models)."""
-
-    def __init__(self, x: np.ndarray, batch_size: int) -> None:
-        self.x, self.batch_size = x, batch_size
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        for start in range(0, len(self.x), self.batch_size):
-            yield torch.from_numpy(self.x[start : start + self.batch_size])
 
 
 def victims_per_chunk(

@@ -164,3 +164,70 @@ def test_augmentation_shifts_by_at_most_an_eighth_and_flips():
     assert cols.min() >= 7 - 2 and cols.max() <= 8 + 2
     assert not torch.equal(out, x)
     assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+
+
+class CountingFront(nn.Module):
+    """A frozen front (BERT-LL's frozen blocks, in miniature): doubles the images, in half
+    precision, and counts the images it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def cached_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return (2 * x).half()
+
+
+class HalfNet(TinyNet):
+    """TinyNet reading half-precision inputs, as BERT-LL's last block reads cached states."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
+def test_end_to_end_on_a_frozen_front_computes_it_once_and_learns_the_poison(splits):
+    """BERT-LL's shape: victims train on a frozen front's cached output, never recomputing
+    it; predictions go through the same front; poison copied from aux reuses aux's output."""
+    front, stored = CountingFront(), {}
+
+    def memo(stage, parts, compute):
+        key = (stage, tuple(sorted(parts.items())))
+        if key not in stored:
+            stored[key] = compute()
+        return stored[key]
+
+    regime = EndToEnd(network=HalfNet, learning_rate=0.1, epochs=10, frozen=front)
+    fit = Fit(trainer, seed=0, batched=False, memo=memo, splits=splits)
+    regime.fit(splits.aux, [PoisonSet.empty((1, 4, 4))], fit)
+    sets = [PoisonSet.empty((1, 4, 4)), flip_brightest(splits, 1, 0.3)]
+    victims = regime.fit(splits.train, sets, fit)
+    brightest = splits.test.x[splits.test.x.mean((1, 2, 3)) > 0.8]
+    predicted = victims.predict(brightest).mean(1)
+    victims.predict(splits.test.x)
+    assert predicted[0] > 0.9 and predicted[1] < 0.5
+    assert front.seen == 200 * 3 + len(brightest)  # aux, train, test, once each
+    assert victims.representation(splits.test.x, "input").shape == (2, 200, 16)
+
+
+def test_linear_schedule_decays_to_zero_over_the_fit():
+    seen = []
+
+    class Rates(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    part = images(64, 0)
+    regime = EndToEnd(
+        network=TinyNet,
+        learning_rate=0.1,
+        batch_size=16,
+        epochs=2,
+        optimizer="adamw",
+        schedule="linear",
+    )
+    with_rates = partial(
+        L.Trainer, accelerator="cpu", devices=1, max_epochs=5, callbacks=[Rates()]
+    )
+    regime.fit(part, [PoisonSet.empty((1, 4, 4))], Fit(with_rates, seed=0, batched=False))
+    assert seen == pytest.approx([0.1 * (1 - step / 8) for step in range(8)])
