@@ -29,6 +29,9 @@ class Splits:
     aux: Part
     test: Part
     class_names: tuple[str, ...]
+    # Token-id inputs (text): the `subpop_runner.data.tokens.vocabulary_digest` of the tokenizer
+    # that made them, so a model can check they index its own embeddings. None for other data.
+    vocabulary: str | None = None
 
     @property
     def n_features(self) -> int:
