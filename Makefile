@@ -44,13 +44,16 @@ test: install data-fashion-mnist
 
 # The presets whose data install offline here (the CIFAR-10 and UTKFace ones need their
 # datasets: run them with `make smoke SMOKE="cifar10_conv_cluster_match ..."` where you have them).
+# Text presets (imdb_*) run at size=smoke_text: fewer, shorter reviews.
 SMOKE ?= smoke_adult adult_cluster_match adult_feature_match fashion_mnist_conv \
-         fashion_mnist_efficientnet_ll fashion_mnist_efficientnet_ft
+         fashion_mnist_efficientnet_ll fashion_mnist_efficientnet_ft \
+         imdb_minilm_ll imdb_minilm_head imdb_minilm_ft
 
 smoke: install data-fashion-mnist
 	@set -e; for name in $(SMOKE); do \
-	  echo "== smoke: $$name"; \
-	  $(BIN)/subpop experiment=$$name size=smoke $(ARGS); \
+	  case $$name in imdb_*) size=smoke_text;; *) size=smoke;; esac; \
+	  echo "== smoke: $$name (size=$$size)"; \
+	  $(BIN)/subpop experiment=$$name size=$$size $(ARGS); \
 	done
 
 sweep-adult-table2: install

@@ -60,6 +60,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
     stages.check()
     splits = dataset.load(cfg.seed)  # 1. split
     regime = build(cfg, "model")
+    regime.check(splits)
     selector.check(splits, regime.layers)
     tracker.check()
     # What the clean victim, surrogate and clustering depend on: their cache key. The data

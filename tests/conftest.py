@@ -106,3 +106,33 @@ def train_heads(train: Part, poison_sets, *, model, trainer, seed: int, **fit):
     from subpop_runner.training.fixed_features import FixedFeatures
 
     return FixedFeatures(head=model).fit(train, poison_sets, Fit(trainer, seed, **fit))
+
+
+def write_tiny_bert(folder: Path, vocab: list[str] | None = None, seed: int = 0) -> Path:
+    """A randomly initialised 3-block BERT (hidden 16) and its WordPiece tokenizer, saved as
+    ``from_pretrained`` reads them: what the BERT victims load, without a download."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = vocab or [f"w{i}" for i in range(40)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))

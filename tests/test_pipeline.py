@@ -18,10 +18,10 @@ from subpop_runner.errors import ConfigError
 from .conftest import ROOT, recording_trainer, write_adult_files
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-# Presets whose datasets cannot be had offline here (CIFAR-10, UTKFace): they must fail with
-# one error naming the fix (their data, or pretrained weights, which also download), before
-# any MLflow run.
-NEEDS_DATA = {"cifar10": "data_dir|weights", "utkface": "data_dir"}
+# Presets whose datasets cannot be had offline here (CIFAR-10, UTKFace, the aclImdb archive):
+# they must fail with one error naming the fix (their data, or pretrained weights, which also
+# download), before any MLflow run.
+NEEDS_DATA = {"cifar10": "data_dir|weights", "utkface": "data_dir", "imdb": "download"}
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("adult_*.yaml"))
 
 
@@ -33,9 +33,10 @@ def config(tmp_path: Path, *overrides: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_experiment_runs_in_smoke_size(tmp_path, preset):
-    cfg = config(tmp_path, f"experiment={preset}", "size=smoke")
+    size = "smoke_text" if preset.startswith("imdb") else "smoke"
+    cfg = config(tmp_path, f"experiment={preset}", f"size={size}")
     dataset = cfg.dataset._target_.rsplit(".", 1)[-1].lower()
-    if dataset in NEEDS_DATA:
+    if dataset in NEEDS_DATA and cfg.dataset.get("source", "files") != "offline":
         if "download" in cfg.dataset:
             cfg.dataset.download = False  # no internet here: the error, not a hang
         with pytest.raises(ConfigError, match=NEEDS_DATA[dataset]):

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part
+from subpop_runner.data.splits import Part, Splits
 from subpop_runner.training.base import Fit, Victims, describe_device, span, unknown_layer
 from subpop_runner.training.frozen import FrozenFeatures
 
@@ -112,6 +112,15 @@ class EndToEnd:
         if isinstance(known, tuple):
             return known
         return self.network(input_shape=(3, 32, 32), n_classes=2, seed=0).layers
+
+    def check(self, splits: Splits) -> None:
+        """ConfigError if the network (or the frozen front) cannot read these data; networks
+        and fronts that check their inputs say so with ``check_inputs(splits)``."""
+        front = self._frozen.module if self._frozen is not None else None
+        shape = tuple(splits.train.x.shape[1:])
+        probe = front or self.network(input_shape=shape, n_classes=splits.n_classes, seed=0)
+        if hasattr(probe, "check_inputs"):
+            probe.check_inputs(splits)
 
     def build(self, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
         """One victim's network, its own copy: a pretrained backbone shared by the factory is

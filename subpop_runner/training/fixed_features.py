@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.epochs import PoisonedEpochs
-from subpop_runner.data.splits import Part
+from subpop_runner.data.splits import Part, Splits
+from subpop_runner.errors import ConfigError
 from subpop_runner.training.base import (
     Fit,
     Victims,
@@ -93,6 +94,16 @@ class FixedFeatures:
         backbone = self.backbone.layers if self.backbone is not None else ("input",)
         head_layers = getattr(getattr(self.head, "func", self.head), "layers", ())
         return (*backbone, *(name for name in head_layers if name not in backbone))
+
+    def check(self, splits: Splits) -> None:
+        """ConfigError if the backbone (or, without one, the head) cannot read these data."""
+        if self.backbone is None and splits.vocabulary is not None:
+            raise ConfigError(
+                "this dataset gives token ids, which a head on the input cannot read; use a "
+                "text model (model=bert_ll, bert_ft or bert_head)"
+            )
+        if hasattr(self.backbone, "check_inputs"):
+            self.backbone.check_inputs(splits)
 
     def features(self, x: np.ndarray, fit: Fit) -> np.ndarray:
         """The backbone's features of ``x`` ``[n, d]`` (computed once per content, see
