@@ -102,6 +102,7 @@ mlflow-server: install
 bench: install data-fashion-mnist
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.images
+	$(BIN)/python -m benchmarks.text
 
 lint: install
 	$(BIN)/ruff check subpop_runner tests benchmarks

@@ -158,3 +158,34 @@ def test_a_data_file_changed_in_place_is_a_cache_miss(tmp_path, tracking):
     write_adult_files(data_dir, seed=1)  # same path, other rows
     _, outcome = cached_run(tracking, data_dir, tmp_path / "cache", seed=0)
     assert outcome == dict.fromkeys(STAGES, "miss")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # the encoder's vocabulary is not the tokenizer's
+        (["model=bert_ll", "model.frozen.name={bert}"], "another vocabulary"),
+        # longer sequences than the encoder has positions (the tiny BERT has 32)
+        (
+            ["model=bert_ft", "model.network.name={bert}", "dataset.tokenizer={bert}"],
+            "position limit",
+        ),
+        # neither a folder nor a hub name
+        (["model=bert_head", "model.backbone.name=/no/such/encoder"], "hub name"),
+        # token ids into a model that reads table rows
+        (["model=mlp"], "token ids"),
+    ],
+)
+def test_text_bad_input_is_one_error_before_any_run(tmp_path, tiny_bert, overrides, message):
+    cfg = config(
+        tmp_path,
+        "dataset=imdb",
+        "dataset.max_rows=60",
+        "dataset.max_length=64",
+        f"dataset.cache_dir={tmp_path / 'tokens'}",
+        "selector.representation=pooled",
+        *(o.format(bert=tiny_bert) for o in overrides),
+    )
+    with pytest.raises(ConfigError, match=message):
+        pipeline.run(cfg)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
