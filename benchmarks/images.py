@@ -14,7 +14,6 @@ Everything runs through the training layer the pipeline uses, on the real Fashio
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -25,13 +24,13 @@ import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from benchmarks.page import write_page
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.fashion_mnist import FashionMNIST
 from subpop_runner.data.splits import Part
 from subpop_runner.models.conv import Conv
 from subpop_runner.models.efficientnet_lite import EfficientNetLite0
 from subpop_runner.models.linear_head import LinearHead
-from subpop_runner.report import machine
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
@@ -145,19 +144,8 @@ def main() -> None:
         f"LL victims on cached features ({chosen} px: the smallest resolution whose probe is "
         "within a point of the best)": ll_grid_section(splits, chosen),
     }
-    lines = [
-        "# Performance: images",
-        "",
-        f"Measured by `make bench` (`benchmarks/images.py`) on {started}. Machine: {machine()}. "
-        "Data: the real Fashion-MNIST (Debian's dataset-fashion-mnist), 10,000 images per "
-        f"part. Load averages at the end (1/5/15 min): "
-        f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}, on {os.cpu_count()} cores.",
-        "",
-    ]
-    for title, body in sections.items():
-        lines += [f"## {title}", "", *body, ""]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    data = "the real Fashion-MNIST (Debian's dataset-fashion-mnist), 10,000 images per part"
+    write_page("Performance: images", "benchmarks/images.py", started, data, sections, args.out)
 
 
 if __name__ == "__main__":

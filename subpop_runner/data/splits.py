@@ -70,3 +70,10 @@ def split_indices(
     order = np.random.default_rng(seed).permutation(n)
     ends = np.cumsum(counts)
     return order[: ends[0]], order[ends[0] : ends[1]], order[ends[1] : ends[2]]
+
+
+def sized_split(n: int, rows: int, seed: int) -> list[np.ndarray]:
+    """Shuffle ``range(n)`` with the seed and cut it into ``rows`` for D, ``rows`` for D_aux and
+    the rest for D_test (the authors' UTKFace rule, and the offline IMDB split)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[:rows], order[rows : 2 * rows], order[2 * rows :]]

@@ -40,7 +40,7 @@ from PIL import Image
 
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.images import capped, log_summary, scale_pixels
-from subpop_runner.data.splits import Part, Splits
+from subpop_runner.data.splits import Part, Splits, sized_split
 from subpop_runner.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ class UTKFace:
                 f"people aged {MIN_AGE}+ for the paper's {PART_ROWS:,} / {PART_ROWS:,} / rest "
                 f"split, found {len(frame):,}; set dataset.data_dir to the whole UTKFace folder"
             )
-        order = np.random.default_rng(seed).permutation(len(frame))
-        parts = [order[:PART_ROWS], order[PART_ROWS : 2 * PART_ROWS], order[2 * PART_ROWS :]]
+        parts = sized_split(len(frame), PART_ROWS, seed)
         train, aux, test = (self._part(frame, rows) for rows in capped(parts, self.max_rows))
         splits = Splits(train, aux, test, CLASS_NAMES)
         log_summary(f"UTKFace ({len(frame):,} images of people aged {MIN_AGE}+)", splits)

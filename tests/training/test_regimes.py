@@ -69,6 +69,19 @@ def splits() -> Splits:
     return Splits(images(200, 0), images(200, 1), images(200, 2), class_names=("dark", "bright"))
 
 
+def in_memory_cache():
+    """A stage cache in a dict: ``(memo, stored)``."""
+    stored = {}
+
+    def memo(stage, parts, compute):
+        key = (stage, tuple(sorted(parts.items())))
+        if key not in stored:
+            stored[key] = compute()
+        return stored[key]
+
+    return memo, stored
+
+
 def flip_brightest(splits: Splits, subpop_id: int, threshold: float) -> PoisonSet:
     """Copies of the aux images brighter than ``threshold``, labelled dark (x4)."""
     rows = np.tile(np.flatnonzero(splits.aux.x.mean((1, 2, 3)) > threshold), 4)
@@ -76,13 +89,7 @@ def flip_brightest(splits: Splits, subpop_id: int, threshold: float) -> PoisonSe
 
 
 def test_backbone_features_are_computed_once_and_poison_copies_reuse_aux_rows(splits):
-    backbone, stored = CountingBackbone(), {}
-
-    def memo(stage, parts, compute):
-        key = (stage, tuple(sorted(parts.items())))
-        if key not in stored:
-            stored[key] = compute()
-        return stored[key]
+    backbone, (memo, stored) = CountingBackbone(), in_memory_cache()
 
     regime = FixedFeatures(head=partial(LinearHead, epochs=2), backbone=backbone)
     fit = Fit(trainer, seed=0, memo=memo, splits=splits)
@@ -189,13 +196,7 @@ class HalfNet(TinyNet):
 def test_end_to_end_on_a_frozen_front_computes_it_once_and_learns_the_poison(splits):
     """BERT-LL's shape: victims train on a frozen front's cached output, never recomputing
     it; predictions go through the same front; poison copied from aux reuses aux's output."""
-    front, stored = CountingFront(), {}
-
-    def memo(stage, parts, compute):
-        key = (stage, tuple(sorted(parts.items())))
-        if key not in stored:
-            stored[key] = compute()
-        return stored[key]
+    front, (memo, _) = CountingFront(), in_memory_cache()
 
     regime = EndToEnd(network=HalfNet, learning_rate=0.1, epochs=10, frozen=front)
     fit = Fit(trainer, seed=0, batched=False, memo=memo, splits=splits)
