@@ -189,3 +189,36 @@ def test_text_bad_input_is_one_error_before_any_run(tmp_path, tiny_bert, overrid
     with pytest.raises(ConfigError, match=message):
         pipeline.run(cfg)
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("model", ["bert_ll", "bert_ft", "bert_head"])
+def test_text_victims_run_through_the_pipeline_and_the_frozen_pass_is_cached(
+    tmp_path, tiny_bert, model
+):
+    """Real reviews (the offline copy, 20 per part), the tiny BERT as encoder and tokenizer:
+    each BERT option runs the six steps into one MLflow run; a second job reuses the cached
+    token ids and, where there is one, the frozen pass."""
+    encoder = {"bert_ll": "frozen", "bert_ft": "network", "bert_head": "backbone"}[model]
+    overrides = (
+        "dataset=imdb",
+        f"model={model}",
+        f"model.{encoder}.name={tiny_bert}",
+        f"dataset.tokenizer={tiny_bert}",
+        "dataset.max_rows=60",
+        "dataset.max_length=16",
+        f"dataset.cache_dir={tmp_path / 'tokens'}",
+        f"cache.dir={tmp_path / 'stages'}",
+        "trainer.max_epochs=1",
+        "selector.k=4",
+        "selector.representation=pooled",
+    )
+    first = pipeline.run(config(tmp_path, *overrides))
+    assert first.summary["subpops/attacked"] >= 1
+    assert 0.0 <= first.summary["clean_accuracy"] <= 1.0
+    again = pipeline.run(config(tmp_path, *overrides))
+    assert again.summary == pytest.approx(first.summary)  # same seed, same numbers
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    run = client.get_run(again.run_id)
+    if model != "bert_ft":
+        assert run.data.tags["cache.features"] == "hit"
+    assert run.data.tags["cache.clean_victim"] == "hit"

@@ -285,7 +285,9 @@ class StackedVictims(L.LightningModule):
                 name: getattr(self, f"stacked_buffer_{i}")[v]
                 for i, name in enumerate(self.buffer_names)
             }
-            network.load_state_dict({k: t.detach().cpu() for k, t in state.items()})
+            # Non-persistent buffers (BERT's position ids) are constants outside the state dict.
+            saved = network.state_dict().keys()
+            network.load_state_dict({k: t.detach().cpu() for k, t in state.items() if k in saved})
         return self.networks
 
 
