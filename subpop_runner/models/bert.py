@@ -235,7 +235,6 @@ class BertLastBlock(nn.Module):
         super().__init__()
         bert = Bert(name=name, download=download)
         self.config, self.n_blocks = bert.config, bert.n_blocks
-        self.check_inputs = bert.check_inputs
         self.last = copy.deepcopy(bert.bert.encoder.layer[-1])
         self.pooler = copy.deepcopy(bert.bert.pooler)
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
