@@ -71,8 +71,9 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
         "dataset_files": data_files
     }
 
-    def memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
-        return stages.get(stage, upstream | parts, compute, code=stage_code(cfg, stage))
+    def memo(stage: str, parts: dict, compute: Callable[[], dict], mapped: bool = False) -> dict:
+        code = stage_code(cfg, stage)
+        return stages.get(stage, upstream | parts, compute, code=code, mapped=mapped)
 
     train = victim_trainer(cfg, regime, memo, splits)
 

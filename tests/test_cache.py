@@ -186,3 +186,36 @@ def test_check_rejects_a_folder_it_cannot_write(tmp_path, where):
 def test_check_of_a_disabled_cache_touches_nothing(tmp_path):
     StageCache(enabled=False, dir=str(tmp_path / "file" / "stages")).check()
     assert not (tmp_path / "file").exists()
+
+
+def test_mapped_entry_comes_back_memory_mapped_read_only_and_equal(tmp_path):
+    """BERT-LL's cached states: stored as .npy files, read back without loading them whole."""
+    states = np.arange(2 * 3 * 4, dtype=np.float16).reshape(2, 3, 4)
+    calls: list = []
+
+    def compute():
+        calls.append(1)
+        return {"features": states, "empty": np.zeros((0, 3), np.float32)}
+
+    first = StageCache(dir=str(tmp_path)).get(
+        "features", {"k": 1}, compute, code=CODE, mapped=True
+    )
+    again = StageCache(dir=str(tmp_path))
+    second = again.get("features", {"k": 1}, compute, code=CODE, mapped=True)
+    assert len(calls) == 1 and again.tags() == {"cache.features": "hit"}
+    for arrays in (first, second):
+        assert isinstance(arrays["features"], np.memmap) and not arrays["features"].flags.writeable
+        assert np.array_equal(arrays["features"], states) and arrays["empty"].shape == (0, 3)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_unreadable_mapped_entry_is_discarded_and_recomputed(tmp_path, caplog):
+    compute = lambda: {"features": np.ones((50, 8), np.float16)}  # noqa: E731
+    StageCache(dir=str(tmp_path)).get("features", {"k": 1}, compute, code=CODE, mapped=True)
+    (stored,) = (tmp_path / "features").glob("*/features.npy")
+    stored.write_bytes(stored.read_bytes()[:200])  # cut short
+    cache = StageCache(dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="subpop_runner.cache"):
+        result = cache.get("features", {"k": 1}, compute, code=CODE, mapped=True)
+    assert cache.tags() == {"cache.features": "recomputed"}
+    assert np.array_equal(result["features"], np.ones((50, 8))) and "unreadable" in caplog.text

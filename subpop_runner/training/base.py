@@ -29,12 +29,13 @@ warnings.filterwarnings("ignore", message=".*treespec.*", category=Warning)
 for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
-# A cached stage: ``memo(stage, key_parts, compute)`` returns compute()'s arrays, from the
-# stage cache when the same key was computed before (see `subpop_runner.cache`).
-Memo = Callable[[str, dict, Callable[[], dict]], dict]
+# A cached stage: ``memo(stage, key_parts, compute, mapped=False)`` returns compute()'s arrays,
+# from the stage cache when the same key was computed before (see `subpop_runner.cache`);
+# ``mapped`` ones may come back memory-mapped and read-only.
+Memo = Callable[..., dict]
 
 
-def no_memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
+def no_memo(stage: str, parts: dict, compute: Callable[[], dict], mapped: bool = False) -> dict:
     return compute()
 
 

@@ -14,7 +14,9 @@ image (reflect-padded) and horizontal flips, applied per batch on the batch's de
 The optimizer is the model family's: Adam at a constant rate for the image networks, AdamW with
 a linear decay to zero for BERT (`Recipe`). A model may also name a ``frozen`` front (BERT-LL's
 frozen blocks): its output is computed once per input and cached (`FrozenFeatures`), and the
-victims' networks train on it, never recomputing it.
+victims' networks train on it, never recomputing it. That output is memory-mapped from the
+stage cache, and batches gather their rows from it and from the (small) poison sets without
+ever copying train ∪ poison whole.
 
 Trained networks are kept on the CPU: 300 Conv victims take ~1.5 GB, but 300 VGG-16 victims
 would take ~18 GB, so full-size VGG-FT grids attack fewer clusters per job (as the paper did).
@@ -102,7 +104,7 @@ class EndToEnd:
         self.optimizer, self.schedule = optimizer, schedule
         self._frozen = None
         if frozen is not None:
-            self._frozen = FrozenFeatures(frozen, "cached_inputs", frozen_batch_size)
+            self._frozen = FrozenFeatures(frozen, "cached_inputs", frozen_batch_size, mapped=True)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -160,7 +162,7 @@ class EndToEnd:
                 )
                 if len(part) == 1:
                     module = NetworkVictim(built[0], recipe, self.augment)
-                    data = ShuffledBatches(*_rows(train, part[0]), self.batch_size, seeds[0])
+                    data = ShuffledBatches(train, part[0], self.batch_size, seeds[0])
                 else:
                     module = StackedVictims(built, recipe, self.augment)
                     data = StackedBatches(train, part, self.batch_size, seeds[0])
@@ -202,14 +204,6 @@ class EndToEnd:
             hook.remove()
         per_victim = 4 * params + 2 * sum(counted) * self.batch_size
         return max(1, int(memory_mb * 2**20 // (4 * per_victim)))
-
-
-def _rows(train: Part, poison: PoisonSet) -> tuple[np.ndarray, np.ndarray]:
-    """A victim's training set: train ∪ its poison set."""
-    return (
-        np.concatenate([train.x, poison.x.astype(train.x.dtype)]),
-        np.concatenate([train.y, poison.y]),
-    )
 
 
 class NetworkVictim(L.LightningModule):
@@ -318,10 +312,7 @@ class StackedBatches(IterableDataset):
     def __init__(
         self, train: Part, poison_sets: Sequence[PoisonSet], batch_size: int, seed: int
     ) -> None:
-        self.x = torch.from_numpy(
-            np.concatenate([train.x, *(p.x.astype(train.x.dtype) for p in poison_sets)])
-        )
-        self.y = torch.from_numpy(np.concatenate([train.y, *(p.y for p in poison_sets)]))
+        self.rows_of = TrainAndPoison(train, poison_sets)
         starts = np.cumsum([len(train), *(len(p) for p in poison_sets)])
         self.rows = [
             torch.from_numpy(np.concatenate([np.arange(len(train)), np.arange(lo, hi)]))
@@ -341,23 +332,47 @@ class StackedBatches(IterableDataset):
             orders.append(torch.cat(shuffled)[: self.length])
         order = torch.stack(orders)
         for start in range(0, self.length, self.batch_size):
-            index = order[:, start : start + self.batch_size]
-            yield self.x[index], self.y[index]
+            yield self.rows_of[order[:, start : start + self.batch_size]]
 
 
 class ShuffledBatches(IterableDataset):
-    """One epoch per pass: the rows shuffled with a seeded generator, cut into batches."""
+    """One epoch per pass over train ∪ a poison set: the rows shuffled with a seeded
+    generator, cut into batches."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+    def __init__(self, train: Part, poison: PoisonSet, batch_size: int, seed: int) -> None:
+        self.rows_of = TrainAndPoison(train, [poison])
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = torch.randperm(len(self.y), generator=self.generator)
+        order = torch.randperm(len(self.rows_of), generator=self.generator)
         for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            yield self.x[rows], self.y[rows]
+            yield self.rows_of[order[start : start + self.batch_size]]
+
+
+class TrainAndPoison:
+    """Rows of train followed by the poison sets' rows, gathered per batch: train's rows are
+    read where they lie (a memory-mapped cache stays on disk), only the poison rows are
+    copied."""
+
+    def __init__(self, train: Part, poison_sets: Sequence[PoisonSet]) -> None:
+        self.train = train
+        self.poison_x = np.concatenate([p.x.astype(train.x.dtype) for p in poison_sets])
+        self.y = torch.from_numpy(np.concatenate([train.y, *(p.y for p in poison_sets)]))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """``x``, ``y`` of rows ``index`` (any shape), stacked in that shape."""
+        flat = index.reshape(-1).numpy()
+        n_train = len(self.train)
+        x = np.empty((len(flat), *self.train.x.shape[1:]), self.train.x.dtype)
+        in_train = flat < n_train
+        rows, back = np.unique(flat[in_train], return_inverse=True)  # read in file order
+        x[in_train] = self.train.x[rows][back.reshape(-1)]
+        x[~in_train] = self.poison_x[flat[~in_train] - n_train]
+        return torch.from_numpy(x).view(*index.shape, *x.shape[1:]), self.y[index]
 
 
 @dataclass
@@ -389,7 +404,9 @@ class NetworkVictims(Victims):
         network = network.to(device)
         with torch.no_grad():
             parts = [
-                output(network, torch.from_numpy(x[i : i + self.batch_size]).to(device)).cpu()
+                output(
+                    network, torch.from_numpy(np.array(x[i : i + self.batch_size])).to(device)
+                ).cpu()
                 for i in range(0, len(x), self.batch_size)
             ]
         network.cpu()

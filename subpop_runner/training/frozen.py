@@ -6,6 +6,8 @@ Outputs are kept per content (the digest of the input's bytes): in memory for th
 in the stage cache (stage ``features``) for later jobs of a sweep. A poison point copied from an
 aux row (label flipping) reuses that row's output instead of a new pass. Half-precision outputs
 stay half precision (BERT states: 4.6 GiB for 25k reviews at 256 tokens); others are float32.
+A ``mapped`` front's outputs are read back memory-mapped from the stage cache (read-only), so
+a job holds in memory only the rows it is reading.
 """
 
 from __future__ import annotations
@@ -25,17 +27,20 @@ from subpop_runner.training.base import Fit, digest
 
 class FrozenFeatures:
     """``module.<method>(x)`` of inputs, cached; ``method`` names what the front computes
-    (``pooled_features`` for a backbone, ``cached_inputs`` for BERT's frozen blocks)."""
+    (``pooled_features`` for a backbone, ``cached_inputs`` for BERT's frozen blocks);
+    ``mapped`` outputs come back memory-mapped from the stage cache when it is on."""
 
-    def __init__(self, module: nn.Module, method: str, batch_size: int) -> None:
+    def __init__(self, module: nn.Module, method: str, batch_size: int, mapped: bool = False):
         self.module, self.method, self.batch_size = module, method, batch_size
+        self.mapped = mapped
         self._computed: dict[str, np.ndarray] = {}
 
     def __call__(self, x: np.ndarray, fit: Fit) -> np.ndarray:
         key = digest(x)
         if key not in self._computed:
             compute = lambda: {"features": self._extract(x, fit)}  # noqa: E731
-            self._computed[key] = fit.memo("features", {"input": key}, compute)["features"]
+            stored = fit.memo("features", {"input": key}, compute, mapped=self.mapped)
+            self._computed[key] = stored["features"]
         return self._computed[key]
 
     def of_poison(self, poison: PoisonSet, fit: Fit, like: np.ndarray) -> PoisonSet:

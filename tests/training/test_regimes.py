@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.cache import StageCache
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.models.linear_head import LinearHead
 from subpop_runner.training.base import Fit
-from subpop_runner.training.end_to_end import EndToEnd, shift_and_flip
+from subpop_runner.training.end_to_end import EndToEnd, TrainAndPoison, shift_and_flip
 from subpop_runner.training.fixed_features import FixedFeatures
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=50)
@@ -73,7 +74,7 @@ def in_memory_cache():
     """A stage cache in a dict: ``(memo, stored)``."""
     stored = {}
 
-    def memo(stage, parts, compute):
+    def memo(stage, parts, compute, mapped=False):
         key = (stage, tuple(sorted(parts.items())))
         if key not in stored:
             stored[key] = compute()
@@ -232,3 +233,39 @@ def test_linear_schedule_decays_to_zero_over_the_fit():
     )
     regime.fit(part, [PoisonSet.empty((1, 4, 4))], Fit(with_rates, seed=0, batched=False))
     assert seen == pytest.approx([0.1 * (1 - step / 8) for step in range(8)])
+
+
+def test_victims_on_a_memory_mapped_front_equal_those_on_one_in_memory(splits, tmp_path):
+    """The front's output read from the stage cache's memory-mapped files (BERT-LL's states
+    at paper size do not fit in memory) trains the very same victims, stacked or not."""
+    cache, asked = StageCache(dir=str(tmp_path)), []
+
+    def mapped_memo(stage, parts, compute, mapped=False):
+        asked.append(mapped)
+        return cache.get(stage, parts, compute, code=("subpop_runner.training",), mapped=mapped)
+
+    sets = [PoisonSet.empty((1, 4, 4)), flip_brightest(splits, 1, 0.3)]
+    for batched in (False, True):
+        predictions = []
+        for memo in (in_memory_cache()[0], mapped_memo):
+            regime = EndToEnd(network=HalfNet, learning_rate=0.1, epochs=3, frozen=CountingFront())
+            fit = Fit(trainer, seed=0, batched=batched, memo=memo, splits=splits)
+            predictions.append(regime.fit(splits.train, sets, fit).predict_proba(splits.test.x))
+        assert np.array_equal(predictions[0], predictions[1])
+    assert cache.tags() == {"cache.features": "hit"}  # later fits read the files back
+    assert asked and all(asked)  # the regime asks for its front's output memory-mapped
+
+
+def test_batches_gather_train_and_poison_rows_as_if_concatenated():
+    train = Part(np.arange(10, dtype=np.float16)[:, None], np.zeros(10, np.int64))
+    poison = [
+        PoisonSet(1, np.array([[100.0], [101.0]], np.float16), np.ones(2, np.int64), None),
+        PoisonSet(2, np.array([[200.0]], np.float16), np.full(1, 2, np.int64), None),
+    ]
+    rows = TrainAndPoison(train, poison)
+    index = torch.tensor([[11, 3, 3, 0], [12, 9, 10, 1]])
+    x, y = rows[index]
+    together = np.concatenate([train.x, *(p.x for p in poison)])
+    assert len(rows) == 13 and x.shape == (2, 4, 1)
+    assert np.array_equal(x.numpy(), together[index.numpy()])
+    assert y.tolist() == [[1, 0, 0, 0], [2, 0, 1, 0]]
