@@ -15,6 +15,15 @@ COLORS = ("C0", "C1", "C2")
 
 
 def plot(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]], path: Path) -> None:
+    """The `figure` of ``panels``, saved to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(panels)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]]) -> Any:
     """Each panel: its title, its curves (columns alpha, worst, mean, half: the 95% CI
     half-width, NaN for one run) and the paper's numbers to draw beside them, or None."""
     import matplotlib
@@ -65,6 +74,9 @@ def plot(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]], path: Pa
         for ax in axes[0]
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)
     }
-    fig.legend(labelled.values(), labelled.keys(), loc="outside lower center", ncols=3, fontsize=7)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    # Three legend columns need two panels' width; one panel fits two.
+    ncols = 3 if len(panels) > 1 else 2
+    fig.legend(
+        labelled.values(), labelled.keys(), loc="outside lower center", ncols=ncols, fontsize=7
+    )
+    return fig

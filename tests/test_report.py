@@ -27,6 +27,7 @@ from subpop_runner.report import (
     paper_table,
     sections,
 )
+from subpop_runner.report_plot import figure
 from subpop_runner.tracking import Tracker
 
 SEED_DAMAGE = {0: 0.1, 1: 0.2, 2: 0.6}
@@ -206,3 +207,24 @@ def test_store_without_finished_jobs_is_one_error_and_creates_nothing(tmp_path, 
         main(["-e", "crashed"])
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["mlflow.db", "mlruns"]
     assert client.get_experiment_by_name("reports") is None
+
+
+@pytest.mark.parametrize("n_panels", [1, 3])
+@pytest.mark.parametrize("with_paper", [False, True])
+def test_plot_legend_stays_inside_the_figure(n_panels, with_paper):
+    """Worst-1/5/10 curves, with or without the paper's lines: no legend entry is cut off at
+    the figure's edge, one panel or several."""
+    curves = pd.DataFrame(
+        [
+            {"alpha": a, "worst": k, "mean": 0.1 * k, "half": 0.05}
+            for a in (0.5, 1.0, 2.0)
+            for k in (1, 5, 10)
+        ]
+    )
+    paper = {"target_damage": {f"worst{k}": {0.5: 0.1, 1: 0.2, 2: 0.3} for k in (1, 5, 10)}}
+    fig = figure([(f"panel {i}", curves, paper if with_paper else None) for i in range(n_panels)])
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert len(legend.get_texts()) == (6 if with_paper else 3)
+    assert box.x0 >= fig.bbox.x0 and box.x1 <= fig.bbox.x1 and box.y0 >= fig.bbox.y0
