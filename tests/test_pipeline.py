@@ -34,7 +34,9 @@ def config(tmp_path: Path, *overrides: str):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_experiment_runs_in_smoke_size(tmp_path, preset):
     size = "smoke_text" if preset.startswith("imdb") else "smoke"
-    cfg = config(tmp_path, f"experiment={preset}", f"size={size}")
+    cfg = config(
+        tmp_path, f"experiment={preset}", f"size={size}", f"cache.dir={tmp_path / 'stages'}"
+    )
     dataset = cfg.dataset._target_.rsplit(".", 1)[-1].lower()
     if dataset in NEEDS_DATA and cfg.dataset.get("source", "files") != "offline":
         if "download" in cfg.dataset:
