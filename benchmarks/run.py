@@ -412,6 +412,14 @@ def gpu_section() -> list[str]:
     ]
 
 
+# `make bench` also writes these pages (benchmarks/images.py, benchmarks/text.py).
+OTHER_PAGES = (
+    "Images (Conv, VGG/EfficientNet LL and FT): [performance_images.md](performance_images.md). "
+    "Text (BERT-LL's cached frozen blocks vs recomputing the encoder, the CPU presets' "
+    "learning rates): [performance_text.md](performance_text.md)."
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=12, help="one-at-a-time victims timed")
@@ -436,6 +444,8 @@ def main() -> None:
         f"bench itself keeps about {torch.get_num_threads()} threads busy; more means the cores "
         "were shared with other work, so timings carry that noise (compare ratios measured in "
         "one run rather than absolute seconds across runs).",
+        "",
+        OTHER_PAGES,
         "",
     ]
     for title, body in sections.items():
