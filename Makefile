@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
 .PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult results-images \
-        sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist
+        sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist results-text
 
 install: $(STAMP)
 
@@ -84,6 +84,15 @@ results-images: install data-fashion-mnist
 	$(BIN)/subpop report -e fashion_mnist_conv -e fashion_mnist_efficientnet_ll \
 	  -e fashion_mnist_efficientnet_ft --out docs/results/images.md --notes docs/results/images_notes.md
 
+# docs/results/text.md: the real IMDB reviews with the offline MiniLM-L6, CPU-sized: BERT-LL on
+# 9 ranked clusters, the head-only option on every cluster, BERT-FT on the 3 lowest.
+results-text: install
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_ll seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_ft seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_head seed=$(SEEDS) $(ARGS)
+	$(BIN)/subpop report -e imdb_minilm_ll -e imdb_minilm_head -e imdb_minilm_ft \
+	  --out docs/results/text.md --notes docs/results/text_notes.md
+
 report: install
 	$(BIN)/subpop report $(REPORT_ARGS)
 
@@ -98,7 +107,8 @@ mlflow-server: install
 	  --artifacts-destination $(CURDIR)/mlruns/artifacts
 
 # docs/performance.md (Adult: batched vs one at a time vs scikit-learn, sweeps, cache,
-# scaling) and docs/performance_images.md (Conv, EfficientNet-Lite0 features, LL heads).
+# scaling), docs/performance_images.md (Conv, EfficientNet-Lite0 features, LL heads) and
+# docs/performance_text.md (BERT-LL's cache, the CPU text presets' learning rates).
 bench: install data-fashion-mnist
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.images
