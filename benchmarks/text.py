@@ -52,32 +52,31 @@ def no_poison(splits: Splits) -> list[PoisonSet]:
     return [PoisonSet.empty(splits.train.x.shape[1:])]
 
 
+def bert_recipe(rate: float, epochs: int, **parts: object) -> EndToEnd:
+    """The paper's BERT recipe (AdamW decayed linearly, batch 8) at learning rate ``rate``."""
+    return EndToEnd(
+        learning_rate=rate,
+        batch_size=8,
+        epochs=epochs,
+        optimizer="adamw",
+        schedule="linear",
+        **parts,
+    )
+
+
 def cache_section(splits: Splits, n: int) -> list[str]:
     part = Part(splits.train.x[:n], splits.train.y[:n])
     fit = Fit(trainer(1), seed=0, batched=False, splits=splits)
     front = BertBelowLastBlock(name=ENCODER)
-    cached = EndToEnd(
-        network=partial(BertLastBlock, name=ENCODER),
-        learning_rate=1e-5,
-        batch_size=8,
-        epochs=1,
-        optimizer="adamw",
-        schedule="linear",
-        frozen=front,
-    )
+    cached = bert_recipe(1e-5, 1, network=partial(BertLastBlock, name=ENCODER), frozen=front)
     start = time.perf_counter()
     cached._frozen(part.x, fit)
     frozen_pass = time.perf_counter() - start
     start = time.perf_counter()
     cached.fit(part, no_poison(splits), fit)
     last_block = time.perf_counter() - start
-    recompute = EndToEnd(
-        network=partial(BertClassifier, name=ENCODER, trainable="last_block"),
-        learning_rate=1e-5,
-        batch_size=8,
-        epochs=1,
-        optimizer="adamw",
-        schedule="linear",
+    recompute = bert_recipe(
+        1e-5, 1, network=partial(BertClassifier, name=ENCODER, trainable="last_block")
     )
     start = time.perf_counter()
     recompute.fit(part, no_poison(splits), fit)
@@ -113,18 +112,6 @@ def clean_victim(regime: object, splits: Splits, fit: Fit, model: str) -> dict:
     seconds = time.perf_counter() - start
     accuracy = float((victims.predict(splits.test.x)[0] == splits.test.y).mean())
     return {"model": model, "test accuracy": accuracy, "train s": seconds}
-
-
-def bert_recipe(rate: float, epochs: int, **parts: object) -> EndToEnd:
-    """The paper's BERT recipe (AdamW decayed linearly, batch 8) at learning rate ``rate``."""
-    return EndToEnd(
-        learning_rate=rate,
-        batch_size=8,
-        epochs=epochs,
-        optimizer="adamw",
-        schedule="linear",
-        **parts,
-    )
 
 
 def learning_rate_section(splits: Splits, epochs: int, rates: tuple[float, ...]) -> list[str]:
