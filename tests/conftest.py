@@ -136,3 +136,22 @@ def write_tiny_bert(folder: Path, vocab: list[str] | None = None, seed: int = 0)
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+# The rule that keeps `make test` fast: a test that takes more than 5 s is marked `slow`.
+# Every run lists the unmarked tests that broke it (timings move with the machine's load, so
+# the list is a prompt to look, not a failure).
+SLOW_SECONDS = 5.0
+_unmarked_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.write_sep("=", f"over {SLOW_SECONDS:g} s and not marked slow")
+        for nodeid, seconds in sorted(_unmarked_slow, key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")
