@@ -10,36 +10,41 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from subpop_runner import schema
-from subpop_runner.errors import ConfigError
+from subpop_runner.errors import INTERRUPTED, ConfigError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    import logging
+
     from subpop_runner import pipeline
     from subpop_runner.tracking import job_info
 
+    job = None
     try:
         schema.validate(cfg)  # a multirun's jobs were validated by the sweeper already
         schema.resolve_paths(cfg)
         path_keys = schema.keys_where(cfg, lambda meta: meta.get("path", False))
-        result = pipeline.run(cfg, job_info(cfg, path_keys))
+        job = job_info(cfg, path_keys)
+        result = pipeline.run(cfg, job)
     except ConfigError as error:
+        if job is not None and job.parent_run_id is not None:
+            # A sweep's job: its run is FAILED with the reason; the launcher goes on with the
+            # other jobs and the sweep reports every failure at the end.
+            logging.getLogger(__name__).error("this job's input is bad: %s", error)
+            raise
         # SystemExit, not an exception: Hydra would add its own "Error executing job" line.
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    return result.summary["target_damage/worst5"]
-
-
-INTERRUPTED = threading.Event()
+    return float("nan") if result is None else result.summary["target_damage/worst5"]
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

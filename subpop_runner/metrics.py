@@ -6,7 +6,8 @@ For a subpopulation S and a victim trained on D ∪ D_p:
 - collateral damage = acc_clean(test \\ S) − acc_poisoned(test \\ S)
 
 Worst-k is the mean target damage of the k attacked subpopulations with the largest target
-damage; the collateral reported beside it is the mean collateral of the worst 5 (Table 4).
+damage; the collateral reported beside it is the mean collateral of the worst 5 (Table 4),
+over those of them with test points outside S (``collateral_damage/worst5_n`` counts them).
 """
 
 from __future__ import annotations
@@ -87,7 +88,15 @@ def summarize(table: pd.DataFrame, clean_accuracy: float) -> dict[str, float]:
         summary[f"subpop_size_aux/worst{k}"] = _mean(worst.get("aux_size"))
         summary[f"subpop_size_test/worst{k}"] = _mean(worst.get("test_size"))
         summary[f"poison_count/worst{k}"] = _mean(worst.get("poison_count"))
-    summary["collateral_damage/worst5"] = _mean(attacked.head(5).get("collateral_damage"))
+    # A subpopulation that holds every test point has no collateral: the mean is over those
+    # that have some, and the count says how many did (0: NaN, and why).
+    collateral = attacked.head(5).get("collateral_damage")
+    summary["collateral_damage/worst5"] = _mean(
+        None if collateral is None else collateral.dropna()
+    )
+    summary["collateral_damage/worst5_n"] = float(
+        0 if collateral is None else collateral.notna().sum()
+    )
     summary["target_damage/mean"] = _mean(attacked.get("target_damage"))
     return summary
 

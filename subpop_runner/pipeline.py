@@ -16,17 +16,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.attacks.base import PoisonSet, check_memory
 from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
+from subpop_runner.identity import inputs, job_key, stage_code
 from subpop_runner.metrics import subpop_table, summarize
-from subpop_runner.schema import plain, results_config
-from subpop_runner.stages import clean_victim, stage_code, surrogate_features
-from subpop_runner.sweep import job_key
+from subpop_runner.schema import plain
+from subpop_runner.stages import clean_victim, surrogate_features
 from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
 
 if TYPE_CHECKING:
-    from subpop_runner.training.base import Memo, Victims
+    from subpop_runner.memo import Memo
+    from subpop_runner.training.base import Victims
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +51,47 @@ def build(cfg: DictConfig, key: str) -> object:
         raise ConfigError(f"{key}: cannot build it from its config ({cause or error})") from None
 
 
-def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
-    """Everything that can be wrong with the input is checked before the MLflow run exists;
-    ``cfg`` has passed `subpop_runner.schema.validate` (the CLI and the sweeper see to that)."""
+def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
+    """Everything that can be wrong with the input is checked before the MLflow run exists
+    (for a sweep's job, a FAILED run records it); ``cfg`` has passed
+    `subpop_runner.schema.validate` (the CLI and the sweeper see to that). None: a sweep's job
+    skipped because a run of the same identity finished or runs elsewhere."""
     started = time.perf_counter()
     job = job or JobInfo(experiment_name(cfg), cfg.name or "run", {})
     dataset, selector, attack = (build(cfg, k) for k in ("dataset", "selector", "attack"))
     tracker, stages = build(cfg, "tracking"), build(cfg, "cache")
     stages.check()
     splits = dataset.load(cfg.seed)  # 1. split
-    regime = build(cfg, "model")
-    regime.check(splits)
-    selector.check(splits, regime.layers)
-    tracker.check()
-    # What the clean victim, surrogate and clustering depend on: their cache key. The data
-    # enter by content (file digests), not by where they lie.
     data_files = dataset.fingerprint()
-    config = results_config(cfg)
-    upstream = {k: config[k] for k in ("dataset", "model", "trainer", "seed")} | {
-        "dataset_files": data_files
-    }
+    params = flatten(plain(cfg))
+    tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
+    if not cfg.dataset.verify:
+        tags["dataset.verify"] = "false"
+    try:
+        regime = build(cfg, "model")
+        regime.check(splits)
+        selector.check(splits, regime.layers)
+    except ConfigError as error:
+        if job.parent_run_id is not None:  # the sweeper has checked the store
+            tracker.failed_run(
+                job.experiment, job.run_name, params, tags, job.parent_run_id, error
+            )
+        raise
+    tracker.check()
+    # What the clean victim, surrogate and clustering depend on, besides their own parts.
+    upstream = inputs(cfg, data_files)
 
     def memo(stage: str, parts: dict, compute: Callable[[], dict], mapped: bool = False) -> dict:
         code = stage_code(cfg, stage)
         return stages.get(stage, upstream | parts, compute, code=code, mapped=mapped)
 
     train = victim_trainer(cfg, regime, memo, splits)
-
-    params = flatten(plain(cfg))
-    tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
-    if not cfg.dataset.verify:
-        tags["dataset.verify"] = "false"
-    with tracker.job_run(job.experiment, job.run_name, params, tags, job.parent_run_id) as run:
+    run_id = tracker.start_job(
+        job.experiment, job.run_name, tags, job.parent_run_id, skip_taken=job.resume
+    )
+    if run_id is None:
+        return None
+    with tracker.job_run(run_id, params) as run:
         clean = memo("clean_victim", {}, lambda: clean_victim(train, splits))
         features = selector.features(
             splits,
@@ -100,6 +110,11 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result:
             selection.count("no test points"),
         )
         # 3. poison
+        check_memory(
+            [attack.budget(s) for s in selection.attacked],
+            splits.aux.x[:1].nbytes,
+            cfg.training.memory_mb,
+        )
         poison_sets = [
             attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed) for s in selection.attacked
         ]

@@ -2,48 +2,38 @@
 
 1. Every job's config is composed and validated before the first job starts: one bad value
    anywhere in the grid stops the sweep with its `error:` line, and nothing runs.
-2. Resume: a job whose identity (`job_key`: its config less the settings that cannot change a
-   number, plus the code fingerprint) already has a FINISHED run in the tracking store is
-   skipped; ``hydra.sweeper.resume=false`` recomputes everything.
+2. Resume: a job whose identity (`identity.job_key`) already has a FINISHED run in the
+   tracking store, or a RUNNING one in a live process, is skipped, both when the sweep starts
+   and again when the job itself starts (two identical sweeps started together run each job
+   once); a run left RUNNING by a process that is gone is closed KILLED.
+   ``hydra.sweeper.resume=false`` recomputes everything.
 3. One parent MLflow run per sweep command, named after the sweep config and its axes, that
    ends FINISHED, FAILED (a job failed) or KILLED (Ctrl-C, SIGTERM), never RUNNING.
 
 Jobs run through whichever Hydra launcher is configured (basic, joblib, submitit). With the
-basic and joblib launchers a failing job does not stop the others: they all run, then the
-sweep ends FAILED and exits non-zero; rerunning the command runs only what did not finish.
+basic and joblib launchers a failing job does not stop the others: they all run, its run ends
+FAILED with the reason (bad input seen only once the data are loaded, such as k larger than
+the aux set, included), then the sweep ends FAILED and exits non-zero (2 when every failure
+was bad input); rerunning the command runs only what did not finish.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from subpop_runner.cache import code_fingerprint
-from subpop_runner.errors import ConfigError
-from subpop_runner.schema import resolve_paths, results_config, validate
-from subpop_runner.tracking import AXES_ENV, PARENT_ENV, experiment_name
+from subpop_runner.errors import INTERRUPTED, ConfigError
+from subpop_runner.identity import job_key
+from subpop_runner.schema import resolve_paths, validate
+from subpop_runner.tracking import AXES_ENV, PARENT_ENV, RESUME_ENV, experiment_name
 
 log = logging.getLogger(__name__)
-
-
-def job_key(cfg: DictConfig, data_files: dict[str, str]) -> str:
-    """A job's identity: its config less the settings that cannot change a number, the
-    digests of the data files it reads, and the fingerprint of the code it runs."""
-    code = ("subpop_runner.pipeline", "subpop_runner.training") + tuple(
-        cfg[group]._target_.rsplit(".", 1)[0]
-        for group in ("dataset", "model", "selector", "attack")
-    )
-    text = json.dumps(
-        {"config": results_config(cfg), "data": data_files, "code": code_fingerprint(code)},
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def run_sweep(sweeper: Any, arguments: list[str]) -> list:
@@ -79,38 +69,50 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
             [
                 f"+hydra.job.env_set.{PARENT_ENV}={parent}",
                 f"+hydra.job.env_set.{AXES_ENV}='{','.join(axes)}'",
+                f"+hydra.job.env_set.{RESUME_ENV}='{str(sweeper.resume).lower()}'",
             ]
         )
     sweeper.overrides = list(sweeper.split_overrides_to_chunks(todo, sweeper.max_batch_size))
+    with closing(tracker, parent):
+        return launch(sweeper)
+
+
+@contextlib.contextmanager
+def closing(tracker: Any, parent: str) -> Iterator[None]:
+    """The parent run ends FINISHED, FAILED (a job failed), or KILLED: Ctrl-C (also when
+    Lightning has turned it into ``exit(1)`` during training) or a signal (128 + n)."""
     try:
-        returns = launch(sweeper)
+        yield
     except KeyboardInterrupt:
         tracker.end_sweep(parent, "KILLED")
         raise
-    except SystemExit as stop:  # a signal (128 + n), or a job's bad input (2)
-        tracker.end_sweep(parent, "KILLED" if (stop.code or 0) >= 128 else "FAILED")
+    except SystemExit as stop:
+        killed = INTERRUPTED.is_set() or (stop.code or 0) >= 128
+        tracker.end_sweep(parent, "KILLED" if killed else "FAILED")
         raise
     except BaseException:
         tracker.end_sweep(parent, "FAILED")
         raise
     tracker.end_sweep(parent, "FINISHED")
-    return returns
 
 
 def unfinished(jobs: list[list[str]], configs: list[DictConfig], tracker: Any) -> list:
-    """The jobs without a FINISHED run of the same identity in the store (resume)."""
+    """The jobs whose identity has no FINISHED run, nor a RUNNING one in a live process, in
+    the store (resume); runs left RUNNING by a dead process are closed KILLED on the way."""
     from hydra.utils import instantiate
 
     keys = [job_key(c, instantiate(c.dataset).fingerprint()) for c in configs]
-    done = tracker.finished_job_keys()
-    todo = [job for job, key in zip(jobs, keys, strict=True) if key not in done]
+    taken = tracker.taken(set(keys))
+    todo = [job for job, key in zip(jobs, keys, strict=True) if key not in taken]
     if len(todo) < len(jobs):
+        running = sum("RUNNING" in reason for reason in taken.values())
         log.info(
-            "resume: %d of %d jobs already have a FINISHED run in %s and are skipped "
+            "resume: %d of %d jobs already have a FINISHED run in %s%s and are skipped "
             "(hydra.sweeper.resume=false recomputes them)",
             len(jobs) - len(todo),
             len(jobs),
             tracker.uri,
+            f" or one RUNNING in a live process ({running})" if running else "",
         )
     return todo
 
@@ -128,15 +130,27 @@ def compose_job(sweeper: Any, overrides: list[str]) -> DictConfig:
 
 
 def launch(sweeper: Any) -> list:
-    """Hydra's basic sweeper loop: each batch through the launcher, failures raised."""
-    returns, first = [], 0
+    """Hydra's basic sweeper loop: each batch through the launcher; then, if jobs failed, one
+    error for all of them (a `ConfigError` when every one was bad input)."""
+    returns, first, failures = [], 0, []
     while not sweeper.is_done():
         batch = sweeper.get_job_batch()
         results = sweeper.launcher.launch(batch, initial_job_idx=first)
-        for result in results:
-            _ = result.return_value  # raises the job's exception if it failed
+        for overrides, result in zip(batch, results, strict=True):
+            try:
+                _ = result.return_value  # raises the job's exception if it failed
+            except Exception as error:
+                failures.append((" ".join(overrides), error))
         first += len(batch)
         returns.append(results)
+    if failures:
+        job, error = failures[0]
+        if all(isinstance(e, ConfigError) for _, e in failures):
+            raise ConfigError(
+                f"{error} (in the job {job}; {len(failures)} of {first} jobs failed with bad "
+                "input, the others ran; rerunning the sweep runs only what did not finish)"
+            )
+        raise error
     return returns
 
 

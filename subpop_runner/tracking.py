@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,15 +27,24 @@ from filelock import FileLock
 from subpop_runner.errors import ConfigError
 
 ROLE, SWEEP_DIR, JOB_KEY = "subpop.role", "subpop.sweep_dir", "subpop.job_key"
+# Where a job's process runs (so a later sweep can tell a live run from one left RUNNING by a
+# SIGKILL), and why a job failed.
+HOST, PROCESS, ERROR = "subpop.host", "subpop.process", "subpop.error"
 # The groups that say what an experiment is; trainer, tracking and size say how it ran.
 NAMING_GROUPS = ("dataset", "model", "selector", "attack")
-# How a sweep job learns its parent run and axes: the sweeper has Hydra set these around it.
-PARENT_ENV, AXES_ENV = "SUBPOP_SWEEP_RUN_ID", "SUBPOP_SWEEP_AXES"
+# How a sweep job learns its parent run, axes and whether to skip work done elsewhere: the
+# sweeper has Hydra set these around it.
+PARENT_ENV, AXES_ENV, RESUME_ENV = (
+    "SUBPOP_SWEEP_RUN_ID",
+    "SUBPOP_SWEEP_AXES",
+    "SUBPOP_SWEEP_RESUME",
+)
 MAX_PARAM_LENGTH = 6000
 # MLflow announces creating and migrating a new SQLite store at INFO on stderr; an `error:`
 # line must stand alone there.
 for _chatty in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_chatty).setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -51,6 +61,11 @@ class Tracker:
         return self.uri.startswith("sqlite:")
 
     @property
+    def store_dir(self) -> Path:
+        """The folder of a local SQLite store (``tracking.uri`` may name one elsewhere)."""
+        return Path(self.uri.removeprefix("sqlite:///")).parent if self.local else self.dir
+
+    @property
     def client(self) -> Any:
         if self._client is None:
             from mlflow.tracking import MlflowClient
@@ -60,7 +75,7 @@ class Tracker:
                 return self._client
             # Processes that open a new SQLite store at once race to create its tables (two
             # sweeps started together, parallel jobs): the first creates them, the rest wait.
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.store_dir.mkdir(parents=True, exist_ok=True)
             with FileLock(_lock_path(self.uri)):
                 client = MlflowClient(tracking_uri=self.uri)
                 client.search_experiments(max_results=1)
@@ -71,15 +86,19 @@ class Tracker:
         """Fail fast, with the fix, if the tracking store cannot be written or reached."""
         if self.local:
             try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=self.dir):
+                self.store_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.store_dir):
                     pass
             except OSError as error:
                 raise ConfigError(
-                    f"tracking.dir: cannot write the MLflow store folder {self.dir} "
+                    f"tracking.dir: cannot write the MLflow store folder {self.store_dir} "
                     f"({error.strerror or error}); valid: a writable folder, e.g. "
                     "tracking.dir=mlruns"
                 ) from None
+        self.reachable()
+
+    def reachable(self) -> None:
+        """Raise `ConfigError`, with the fix, unless the store answers a read."""
         try:
             with _quick_http(self.timeout_s):
                 self.client.search_experiments(max_results=1)
@@ -106,32 +125,114 @@ class Tracker:
         except Exception:  # created meanwhile by a parallel job
             return self.client.get_experiment_by_name(name).experiment_id
 
-    @contextlib.contextmanager
-    def job_run(
+    def start_job(
         self,
         experiment: str,
         run_name: str,
-        params: Mapping[str, Any],
-        tags: Mapping[str, str] | None = None,
+        tags: Mapping[str, str],
         parent_run_id: str | None = None,
-    ) -> Iterator[JobRun]:
-        """A run for one job: FINISHED on success, KILLED when interrupted (Ctrl-C, SIGTERM),
-        FAILED on any other error."""
-        tags = {ROLE: "job", **(tags or {})}
+        skip_taken: bool = False,
+    ) -> str | None:
+        """A new RUNNING run for one job, tagged with this process; None, creating nothing,
+        when ``skip_taken`` and a run of the same identity (tag ``subpop.job_key``) has
+        FINISHED or is RUNNING in a live process (two identical sweeps started together run
+        each job once). Checking and creating hold one lock, so two jobs cannot both pass."""
+        tags = {ROLE: "job", HOST: socket.gethostname(), PROCESS: process_token(), **tags}
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
-        job = JobRun(self.client, run.info.run_id)
+        with self._claim_lock():
+            if skip_taken:
+                taken = self.taken({tags[JOB_KEY]}).get(tags[JOB_KEY])
+                if taken is not None:
+                    log.info("skipped: a run of this job %s", taken)
+                    return None
+            run = self.client.create_run(
+                self.experiment_id(experiment), run_name=run_name, tags=tags
+            )
+        return run.info.run_id
+
+    @contextlib.contextmanager
+    def job_run(self, run_id: str, params: Mapping[str, Any]) -> Iterator[JobRun]:
+        """Logging into a job's run: FINISHED on success, KILLED when interrupted (Ctrl-C,
+        SIGTERM), FAILED on any other error, with the reason in tag ``subpop.error``."""
+        job = JobRun(self.client, run_id)
         try:
             job.log_params(params)
             yield job
         except (KeyboardInterrupt, SystemExit):
-            self.client.set_terminated(job.run_id, "KILLED")
+            self.client.set_terminated(run_id, "KILLED")
             raise
-        except BaseException:
-            self.client.set_terminated(job.run_id, "FAILED")
+        except BaseException as error:
+            self.client.set_tag(run_id, ERROR, f"{type(error).__name__}: {error}"[:5000])
+            self.client.set_terminated(run_id, "FAILED")
             raise
-        self.client.set_terminated(job.run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def failed_run(
+        self,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        parent_run_id: str,
+        error: Exception,
+    ) -> None:
+        """A sweep job's bad input, found once its data were loaded (k larger than the aux
+        set): a FAILED run that says why, so the sweep's record has every job."""
+        run_id = self.start_job(experiment, run_name, tags, parent_run_id)
+        with contextlib.suppress(type(error)), self.job_run(run_id, params):
+            raise error
+
+    def taken(self, keys: set[str]) -> dict[str, str]:
+        """For each job key with a FINISHED run, or a RUNNING one whose process lives, what
+        holds it. A RUNNING run whose process is gone (SIGKILL, a crash) is closed KILLED on
+        the way: the store keeps no zombies. A run on another host cannot be checked and
+        counts as live."""
+        holders: dict[str, str] = {}
+        # One job asks for its own key only; a sweep's many keys are read in one pass.
+        only = f" and tags.`{JOB_KEY}` = '{next(iter(keys))}'" if len(keys) == 1 else ""
+        for status in ("FINISHED", "RUNNING"):
+            for run in self._job_runs(f"attributes.status = '{status}'{only}"):
+                key = run.data.tags.get(JOB_KEY)
+                if key not in keys or key in holders:
+                    continue
+                if status == "FINISHED":
+                    holders[key] = f"has FINISHED (run {run.info.run_id})"
+                elif is_live(run.data.tags):
+                    where = run.data.tags.get(HOST, "an unknown host")
+                    holders[key] = f"is RUNNING on {where} (run {run.info.run_id})"
+                else:
+                    log.info(
+                        "run %s was left RUNNING by a process that is gone: marked KILLED",
+                        run.info.run_id,
+                    )
+                    self.client.set_terminated(run.info.run_id, "KILLED")
+        return holders
+
+    def _job_runs(self, condition: str) -> Iterator[Any]:
+        """Every job run of the store that meets ``condition`` (an MLflow filter)."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        if not experiments:
+            return
+        token = None
+        while True:
+            page = self.client.search_runs(
+                experiments,
+                filter_string=f"tags.`{ROLE}` = 'job' and {condition}",
+                max_results=1000,
+                page_token=token,
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def _claim_lock(self) -> contextlib.AbstractContextManager:
+        """Jobs of one SQLite store claim their identity one at a time; a server's jobs may
+        run on several machines, where no file lock reaches."""
+        if self.local:
+            return FileLock(_lock_path(self.uri) + ".claim")
+        return contextlib.nullcontext()
 
     def start_sweep(self, experiment: str, name: str, sweep_dir: str, jobs: int) -> str:
         """The parent run of one sweep command; its jobs name it as their parent."""
@@ -144,24 +245,6 @@ class Tracker:
 
     def end_sweep(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
-
-    def finished_job_keys(self) -> set[str]:
-        """Identities (`subpop_runner.sweep.job_key`) of every FINISHED job run in the store."""
-        experiments = [e.experiment_id for e in self.client.search_experiments()]
-        if not experiments:
-            return set()
-        keys, token = set(), None
-        while True:
-            page = self.client.search_runs(
-                experiments,
-                filter_string=f"tags.`{ROLE}` = 'job' and attributes.status = 'FINISHED'",
-                max_results=1000,
-                page_token=token,
-            )
-            keys |= {r.data.tags[JOB_KEY] for r in page if JOB_KEY in r.data.tags}
-            token = page.token
-            if not token:
-                return keys
 
     def job_runs(self, experiment: str) -> pd.DataFrame:
         """Finished job runs of an experiment: one row, columns ``params.*``/``metrics.*``."""
@@ -197,9 +280,13 @@ class Tracker:
         return run.info.run_id
 
     def store_exists(self) -> bool:
-        """Whether a store is there to read, asked without creating one (the client would):
-        a local SQLite file must exist; a server is asked by `check`."""
-        return not self.local or Path(self.uri.removeprefix("sqlite:///")).is_file()
+        """Whether a store is there to read, asked without creating one (the client would,
+        in an empty file too): a local SQLite file must exist and hold something; a server
+        is asked by `check`."""
+        if not self.local:
+            return True
+        path = Path(self.uri.removeprefix("sqlite:///"))
+        return path.is_file() and path.stat().st_size > 0
 
     def experiments_with_jobs(self) -> list[str]:
         """Names of the experiments holding at least one finished job run, sorted."""
@@ -294,8 +381,9 @@ def _quick_http(timeout_s: float) -> Iterator[None]:
 def experiment_name(cfg: Any) -> str:
     """The MLflow experiment a job logs to: the preset's ``name``, unless the command line
     changed one of the preset's `NAMING_GROUPS` (then a name made of those choices), with
-    ``_smoke`` appended for ``size=smoke``. Reads Hydra's runtime choices where there are
-    any (a composed config outside a Hydra app has none: then ``name`` or ``default``)."""
+    ``_smoke`` appended for every smoke size (``smoke``, ``smoke_text``, ``smoke_ft``). Reads
+    Hydra's runtime choices where there are any (a composed config outside a Hydra app has
+    none: then ``name`` or ``default``)."""
     hydra = cfg.get("hydra") if "hydra" in cfg else None
     if hydra is None:
         from hydra.core.hydra_config import HydraConfig
@@ -308,7 +396,8 @@ def experiment_name(cfg: Any) -> str:
         base = derived
     else:
         base = cfg.name or "default"
-    return f"{base}_smoke" if choices.get("size") == "smoke" else base
+    smoke = str(choices.get("size", "")).startswith("smoke")  # smoke, smoke_text, smoke_ft
+    return f"{base}_smoke" if smoke else base
 
 
 def choice_tags(cfg: Any) -> dict[str, str]:
@@ -321,14 +410,46 @@ def choice_tags(cfg: Any) -> dict[str, str]:
     return {f"choice.{k}": str(v) for k, v in choices.items() if "/" not in k}
 
 
+def process_token(pid: int | None = None) -> str:
+    """``<pid>:<start time>`` of a process (Linux's /proc; elsewhere the pid alone): a pid
+    reused by a later process does not pass for the one that started a run."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid) or ''}"
+
+
+def is_live(tags: Mapping[str, str]) -> bool:
+    """Whether the process a run's tags name still runs (a run of another host, or without
+    the tags, cannot be checked: taken as live)."""
+    if tags.get(HOST) != socket.gethostname() or PROCESS not in tags:
+        return True
+    pid, _, started = tags[PROCESS].partition(":")
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    return not started or _start_time(int(pid)) == started
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
 @dataclass(frozen=True)
 class JobInfo:
-    """Where and under what name one job logs: its experiment, run name, tags and parent."""
+    """Where and under what name one job logs: its experiment, run name, tags and parent;
+    ``resume``: a sweep's job that skips itself when its identity is already taken."""
 
     experiment: str
     run_name: str
     tags: dict[str, str]
     parent_run_id: str | None = None
+    resume: bool = False
 
 
 def job_info(cfg: Any, path_keys: list[str]) -> JobInfo:
@@ -351,4 +472,5 @@ def job_info(cfg: Any, path_keys: list[str]) -> JobInfo:
         name = ", ".join(o for o in overrides if o.split("=")[0].lstrip("+~") not in path_keys)
     else:
         name = ""
-    return JobInfo(experiment, name or experiment, choice_tags(cfg), parent)
+    resume = parent is not None and os.environ.get(RESUME_ENV) == "true"
+    return JobInfo(experiment, name or experiment, choice_tags(cfg), parent, resume)

@@ -290,13 +290,71 @@ def test_chdir_jobs_write_to_the_launch_directory_store(tmp_path):
     assert list((tmp_path / ".cache" / "stages").iterdir())
 
 
-def test_a_failing_job_ends_the_sweep_failed(tmp_path):
-    """k larger than the aux set is only known once the data are loaded, inside the job."""
+def test_a_job_with_bad_input_fails_alone_and_the_sweep_says_so(tmp_path):
+    """k larger than the aux set is only known once the data are loaded, inside the job: that
+    job's run ends FAILED saying why, the jobs after it still run, the sweep ends FAILED with
+    one error line, and a rerun repeats only the failed job."""
     mlruns = tmp_path / "mlruns"
-    done = subpop("-m", *QUICK, "selector.k=8,5000", f"tracking.dir={mlruns}", cwd=tmp_path)
+    args = ("-m", *QUICK, "selector.k=5,5000,8", f"tracking.dir={mlruns}")
+    done = subpop(*args, cwd=tmp_path)
     assert done.returncode == 2
-    assert error_lines(done.stderr)[-1].startswith("error: ")
+    (line,) = [line for line in error_lines(done.stderr) if line.startswith("error:")]
+    assert "selector.k" in line and "1 of 3 jobs failed with bad input" in line
     found = runs(mlruns, "smoke_adult")
     (parent,) = by_role(found, "sweep")
     assert parent.info.status == "FAILED"
-    assert [r.info.status for r in by_role(found, "job")] == ["FINISHED"]
+    jobs = {r.data.params["selector.k"]: r for r in by_role(found, "job")}
+    assert {k: r.info.status for k, r in jobs.items()} == {
+        "5": "FINISHED",
+        "5000": "FAILED",
+        "8": "FINISHED",
+    }
+    assert "selector.k" in jobs["5000"].data.tags["subpop.error"]
+    again = subpop(*args, cwd=tmp_path)
+    assert "resume: 2 of 3 jobs already have a FINISHED run" in again.stdout + again.stderr
+
+
+def test_two_identical_sweeps_started_together_run_each_job_once(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    args = ("-m", *QUICK, "attack.alpha=0.5,1,2", f"tracking.dir={mlruns}")
+    processes = [
+        subprocess.Popen(
+            command(*args),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-3000:]
+    jobs = by_role(runs(mlruns), "job")
+    assert [r.info.status for r in jobs] == ["FINISHED"] * 3
+    assert sorted(float(r.data.params["attack.alpha"]) for r in jobs) == [0.5, 1.0, 2.0]
+
+
+def test_ctrl_c_in_a_sweep_ends_the_job_and_the_sweep_killed(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    args = (
+        "-m",
+        "experiment=smoke_adult",
+        "trainer.max_epochs=3000",
+        "cache.enabled=false",
+        "attack.alpha=1,2",
+    )
+    process = subprocess.Popen(
+        command(*args, f"tracking.dir={mlruns}"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: job_statuses(mlruns) == ["RUNNING"])
+    time.sleep(2)  # into the training loop, where Lightning turns Ctrl-C into exit(1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    found = runs(mlruns)
+    assert [r.info.status for r in by_role(found, "job")] == ["KILLED"]
+    assert [r.info.status for r in by_role(found, "sweep")] == ["KILLED"]

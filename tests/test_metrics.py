@@ -92,3 +92,21 @@ def test_subpop_table_measures_each_subpop_against_its_own_victim():
     assert table.loc[0, "poison_count"] == 5 and table.loc[2, "flip_label"] == 1
     assert table.loc[3, "status"] == "no test points" and table.loc[3, "test_size"] == 0
     assert table.loc[[1, 3], "target_damage"].isna().all()
+
+
+def test_collateral_without_points_outside_the_subpopulation_is_counted_not_averaged():
+    table = pd.DataFrame(
+        {
+            "status": ["attacked"] * 3,
+            "target_damage": [0.5, 0.4, 0.3],
+            "collateral_damage": [np.nan, 0.02, 0.04],  # the first holds every test point
+            "aux_size": [10, 10, 10],
+            "test_size": [10, 10, 10],
+            "poison_count": [10, 10, 10],
+        }
+    )
+    summary = summarize(table, clean_accuracy=0.9)
+    assert summary["collateral_damage/worst5"] == pytest.approx(0.03)
+    assert summary["collateral_damage/worst5_n"] == 2
+    none = summarize(table.assign(collateral_damage=np.nan), clean_accuracy=0.9)
+    assert np.isnan(none["collateral_damage/worst5"]) and none["collateral_damage/worst5_n"] == 0

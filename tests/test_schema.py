@@ -165,6 +165,11 @@ def test_results_config_leaves_out_what_cannot_change_a_number():
         ([], "adult_cluster_match"),
         (["experiment=adult_feature_match"], "adult_feature_match"),
         (["size=smoke"], "adult_cluster_match_smoke"),
+        (["experiment=imdb_minilm_head", "size=smoke_text"], "imdb_minilm_head_smoke"),
+        (
+            ["experiment=fashion_mnist_efficientnet_ft", "size=smoke_ft"],
+            "fashion_mnist_efficientnet_ft_smoke",
+        ),
         (["selector=feature_match"], "adult_mlp_feature_match_label_flip"),
         (["selector=feature_match", "size=smoke"], "adult_mlp_feature_match_label_flip_smoke"),
         (["selector.k=50"], "adult_cluster_match"),

@@ -24,11 +24,15 @@ class LabelFlip:
     def __init__(self, *, alpha: float = 1.0, label_rule: str = "least_frequent") -> None:
         self.alpha, self.label_rule = alpha, label_rule
 
+    def budget(self, subpop: Subpopulation) -> int:
+        """How many poison points the subpopulation gets (known before any is made)."""
+        return poison_count(self.alpha, subpop.sizes["aux"])
+
     def poison(
         self, subpop: Subpopulation, aux: Part, clean_proba_aux: np.ndarray, seed: int
     ) -> PoisonSet:
         members = np.flatnonzero(subpop.aux)
-        count = poison_count(self.alpha, len(members))
+        count = self.budget(subpop)
         label = flip_label(
             self.label_rule, aux.y[members], clean_proba_aux[members], clean_proba_aux.shape[1]
         )

@@ -15,16 +15,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from subpop_runner.data.splits import Part, Splits
+from subpop_runner.memo import Memo, no_memo
 
 PARTS = ("aux", "train", "test")
 
 Features = dict[str, np.ndarray]
-Memo = Callable[[str, dict, Callable[[], dict]], dict]
-
-
-def no_memo(stage: str, parts: dict, compute: Callable[[], dict]) -> dict:
-    """Compute without caching (what `StageCache.get` does when the cache is off)."""
-    return compute()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from subpop_runner.data.splits import Splits
+from subpop_runner.memo import Memo, no_memo
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*treespec.*", category=Warning)
 for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
-
-# A cached stage: ``memo(stage, key_parts, compute, mapped=False)`` returns compute()'s arrays,
-# from the stage cache when the same key was computed before (see `subpop_runner.cache`);
-# ``mapped`` ones may come back memory-mapped and read-only.
-Memo = Callable[..., dict]
-
-
-def no_memo(stage: str, parts: dict, compute: Callable[[], dict], mapped: bool = False) -> dict:
-    return compute()
 
 
 @dataclass
