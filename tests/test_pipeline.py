@@ -15,7 +15,7 @@ from subpop_runner.attacks.label_flip import LabelFlip
 from subpop_runner.data.adult import Adult
 from subpop_runner.errors import ConfigError
 
-from .conftest import ROOT, recording_trainer, write_adult_files
+from .conftest import ROOT, recording_trainer, write_adult_files, write_tiny_bert
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 # Presets whose datasets cannot be had offline here (CIFAR-10, UTKFace, the aclImdb archive):
@@ -33,7 +33,13 @@ def config(tmp_path: Path, *overrides: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_experiment_runs_in_smoke_size(tmp_path, preset):
-    size = "smoke_text" if preset.startswith("imdb") else "smoke"
+    size = (
+        "smoke_text"
+        if preset.startswith("imdb")
+        else "smoke_ft"
+        if preset.endswith("_ft")
+        else "smoke"
+    )
     cfg = config(
         tmp_path, f"experiment={preset}", f"size={size}", f"cache.dir={tmp_path / 'stages'}"
     )
@@ -193,19 +199,35 @@ def test_text_bad_input_is_one_error_before_any_run(tmp_path, tiny_bert, overrid
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 
+# Words frequent in IMDB reviews: a tiny BERT whose vocabulary lacks them reads every review as
+# [CLS] [UNK] ... [SEP], identical inputs that no clustering can tell apart (one cluster holding
+# every test point, and no collateral to measure).
+REVIEW_WORDS = (
+    "the a and of to is it in i this that was as with for movie film but on not you are his "
+    "have he be one all at by an they who so from like her just about out if has what some "
+    "good bad great there can more when very up even no time my would which story only really"
+).split()
+
+
+@pytest.fixture(scope="module")
+def review_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("review_bert"), vocab=REVIEW_WORDS)
+
+
 @pytest.mark.parametrize("model", ["bert_ll", "bert_ft", "bert_head"])
 def test_text_victims_run_through_the_pipeline_and_the_frozen_pass_is_cached(
-    tmp_path, tiny_bert, model
+    tmp_path, review_bert, model
 ):
-    """Real reviews (the offline copy, 20 per part), the tiny BERT as encoder and tokenizer:
-    each BERT option runs the six steps into one MLflow run; a second job reuses the cached
-    token ids and, where there is one, the frozen pass."""
+    """Real reviews (the offline copy, 20 per part), a tiny BERT that knows common review
+    words as encoder and tokenizer: each BERT option runs the six steps into one MLflow run; a
+    second job reuses the cached token ids and, where there is one, the frozen pass, and gives
+    the same numbers (a metric that is NaN in one is NaN in the other)."""
     encoder = {"bert_ll": "frozen", "bert_ft": "network", "bert_head": "backbone"}[model]
     overrides = (
         "dataset=imdb",
         f"model={model}",
-        f"model.{encoder}.name={tiny_bert}",
-        f"dataset.tokenizer={tiny_bert}",
+        f"model.{encoder}.name={review_bert}",
+        f"dataset.tokenizer={review_bert}",
         "dataset.max_rows=60",
         "dataset.max_length=16",
         f"dataset.cache_dir={tmp_path / 'tokens'}",
@@ -215,12 +237,22 @@ def test_text_victims_run_through_the_pipeline_and_the_frozen_pass_is_cached(
         "selector.representation=pooled",
     )
     first = pipeline.run(config(tmp_path, *overrides))
-    assert first.summary["subpops/attacked"] >= 1
+    assert first.summary["subpops/attacked"] >= 2  # the reviews' features are told apart
+    assert first.summary["collateral_damage/worst5_n"] >= 1
     assert 0.0 <= first.summary["clean_accuracy"] <= 1.0
     again = pipeline.run(config(tmp_path, *overrides))
-    assert again.summary == pytest.approx(first.summary)  # same seed, same numbers
+    assert again.summary == pytest.approx(first.summary, nan_ok=True)  # same seed, same numbers
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     run = client.get_run(again.run_id)
     if model != "bert_ft":
         assert run.data.tags["cache.features"] == "hit"
     assert run.data.tags["cache.clean_victim"] == "hit"
+
+
+def test_a_tokenizer_that_knows_the_reviews_words_gives_distinct_inputs(tmp_path, review_bert):
+    """The guard for the test above: its inputs must differ, or it measures nothing."""
+    from subpop_runner.data.imdb import IMDB
+
+    imdb = IMDB(tokenizer=str(review_bert), max_rows=60, max_length=16, cache_dir=str(tmp_path))
+    ids = imdb.load(0).aux.x
+    assert len(np.unique(ids, axis=0)) == len(ids)
