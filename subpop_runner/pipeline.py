@@ -86,6 +86,9 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         return stages.get(stage, upstream | parts, compute, code=code, mapped=mapped)
 
     train = victim_trainer(cfg, regime, memo, splits)
+    # A model may name the regime its surrogate trains with (the scikit-learn reference
+    # clusters on the batched MLP's surrogate, so both learners meet the same subpopulations).
+    surrogate = victim_trainer(cfg, getattr(regime, "surrogate", regime), memo, splits)
     run_id = tracker.start_job(
         job.experiment, job.run_name, tags, job.parent_run_id, skip_taken=job.resume
     )
@@ -96,7 +99,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         features = selector.features(
             splits,
             lambda layer: memo(
-                "surrogate", {"layer": layer}, lambda: surrogate_features(train, splits, layer)
+                "surrogate", {"layer": layer}, lambda: surrogate_features(surrogate, splits, layer)
             ),
             memo,
         )

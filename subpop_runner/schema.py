@@ -204,6 +204,17 @@ class MLPSchema(Schema):
 
 
 @dataclass
+class SklearnMLPSchema(Schema):
+    """scikit-learn's MLPClassifier, one victim at a time: the reference for the MLP."""
+
+    _target_: str = MISSING
+    surrogate: Any = MISSING
+    hidden_units: int = value(at_least(1))
+    max_iter: int = value(at_least(1))
+    n_jobs: int = value(at_least(1), affects_results=False)
+
+
+@dataclass
 class LinearHeadSchema(Schema):
     _target_: str = MISSING
     _partial_: bool = True
@@ -407,6 +418,7 @@ SCHEMAS = {
     "dataset/imdb": ImdbSchema,
     "model/fixed_features": FixedFeaturesSchema,
     "model/end_to_end": EndToEndSchema,
+    "model/sklearn_mlp": SklearnMLPSchema,
     "head/mlp": MLPSchema,
     "head/linear": LinearHeadSchema,
     "network/conv": ConvSchema,
