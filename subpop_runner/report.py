@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
-from scipy import stats
 
 from subpop_runner.errors import ConfigError
+from subpop_runner.intervals import interval, paired_differences, prediction_interval
 from subpop_runner.metrics import WORST_K
 from subpop_runner.report_plot import plot
 from subpop_runner.tracking import Tracker
@@ -39,11 +39,19 @@ NOT_A_GROUP = (
     "params.training.memory_mb",
 )
 JOB_TIME = "metrics.job_seconds"
+JOB_KEY = "tags.subpop.job_key"
+ATTACKED = "metrics.subpops/attacked"
+FEWER = "k>n"
 INTERVALS = (
     "Each cell: mean over seeds ± half-width of the 95% confidence interval of that mean "
     "(Student t: t₀.₉₇₅,ₙ₋₁ · sd / √n, sd with n − 1), and n, the runs it averages; a single run "
-    "shows its value and n=1. The paper's numbers are single runs. Job time: the whole job; run "
-    "time: the MLflow run's start to end, which begins after the data is loaded."
+    f"shows its value and n=1. A cell marked {FEWER} averages fewer attacked subpopulations than "
+    "k (worst-10 over 3 is the mean of those 3, the same as worst-3). The paper's numbers are "
+    "single runs: each is judged against our 95% prediction interval for one run, mean ± "
+    "t · sd · √(1 + 1/n) with the same t, not against the interval of our mean. A difference between "
+    "α values is the difference per seed (the same split, clusters and poison draws) with its "
+    "95% interval over seeds; * marks one whose interval excludes 0. Job time: the whole job; "
+    "run time: the MLflow run's start to end, which begins after the data is loaded."
 )
 
 
@@ -112,16 +120,6 @@ def sections(runs: pd.DataFrame, setting: Mapping[str, Any] | None) -> list[Sect
     ]
 
 
-def interval(values: pd.Series) -> tuple[float, float, int]:
-    """Mean, 95% Student-t half-width (NaN below two values) and n, ignoring missing values."""
-    values = values.astype(float).dropna()
-    n = len(values)
-    if n < 2:
-        return (values.mean() if n else math.nan), math.nan, n
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return values.mean(), half, n
-
-
 def curves(runs: pd.DataFrame) -> pd.DataFrame:
     """Target damage per alpha and worst-k: mean, 95% CI half-width and n (for the plot)."""
     rows = [
@@ -141,16 +139,80 @@ def cell(values: pd.Series) -> str:
     return f"{mean:.3f} ± {half:.3f} (n={n})"
 
 
+def worst_cell(runs: pd.DataFrame, k: int) -> str:
+    """Worst-k target damage; marked when a run attacked fewer than k subpopulations."""
+    text = cell(runs[f"metrics.target_damage/worst{k}"])
+    if ATTACKED in runs and (runs[ATTACKED] < k).any():
+        text += f" {FEWER}"
+    return text
+
+
 def paper_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows worst-1/5/10; columns: target damage per alpha, then mean aux size."""
     by_alpha = runs.groupby(runs[ALPHA].astype(float))
     rows = []
     for k in WORST_K:
         row = {"worst": k}
-        row |= {f"α={a:g}": cell(g[f"metrics.target_damage/worst{k}"]) for a, g in by_alpha}
+        row |= {f"α={a:g}": worst_cell(g, k) for a, g in by_alpha}
         row["mean aux size"] = f"{runs[f'metrics.subpop_size_aux/worst{k}'].mean():.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def alpha_differences(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Worst-k target damage, paired per seed between consecutive α values (and the largest
+    against the smallest where there are three or more); None with a single α."""
+    alpha = runs[ALPHA].astype(float)
+    values = sorted(alpha.unique())
+    pairs = list(zip(values, values[1:], strict=False))
+    if len(values) > 2:
+        pairs.append((values[0], values[-1]))
+    if not pairs:
+        return None
+    rows = []
+    for k in WORST_K:
+        row = {"worst": k}
+        for low, high in pairs:
+            diffs = paired_differences(
+                runs, alpha, low, high, f"metrics.target_damage/worst{k}", [SEED]
+            )
+            mean, half, n = interval(diffs)
+            mark = " *" if n > 1 and abs(mean) > half else ""
+            row[f"α={high:g} − α={low:g}"] = cell(diffs) + mark
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paper_check(paper: dict[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
+    """Each paper number against our 95% prediction interval for one run at its α."""
+    by_alpha = {a: g for a, g in runs.groupby(runs[ALPHA].astype(float))}
+    rows = []
+    for k in WORST_K:
+        row = {"worst": k}
+        for alpha, number in paper["target_damage"].get(f"worst{k}", {}).items():
+            runs_at = by_alpha.get(float(alpha))
+            if runs_at is None:
+                continue
+            low, high, n = prediction_interval(runs_at[f"metrics.target_damage/worst{k}"])
+            if n < 2:
+                verdict = "no interval (n<2)"
+            else:
+                inside = "inside" if low <= float(number) <= high else "OUTSIDE"
+                verdict = f"{inside} [{low:.3f}, {high:.3f}]"
+            row[f"α={float(alpha):g}"] = f"{float(number):.3f}: {verdict}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def latest_per_job(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One run per job identity (tag ``subpop.job_key``), the latest: two identical sweeps
+    started together must not count one seed twice. Runs without the tag are all kept."""
+    if JOB_KEY not in runs or runs.empty:
+        return runs, 0
+    keyed = runs[JOB_KEY].notna()
+    latest = runs[keyed].sort_values("start_time").drop_duplicates(JOB_KEY, keep="last")
+    kept = pd.concat([latest, runs[~keyed]]).sort_index()
+    return kept, len(runs) - len(kept)
 
 
 def durations(runs: pd.DataFrame) -> tuple[str, pd.Series]:
@@ -217,17 +279,39 @@ def experiment_report(
     experiment: str, runs: pd.DataFrame, paper: dict[str, Any] | None, plot_path: Path
 ) -> str:
     """One experiment's markdown; the paper's numbers only beside groups with its setting."""
+    runs, dropped = latest_per_job(runs)
     parts = sections(normalise(runs), None if paper is None else paper.get("setting", {}))
     lines = [f"## {experiment}", ""]
+    if dropped:
+        lines += [
+            f"{dropped} duplicate run(s) of the same job (same `subpop.job_key`) left out: "
+            "the latest run of each job counts once.",
+            "",
+        ]
     for part in parts:
         if part.title:
             lines += [f"### {part.title}", ""]
-        lines += ["Target damage (ours):", "", markdown(paper_table(part.runs)), ""]
+        table = paper_table(part.runs)
+        lines += ["Target damage (ours):", "", markdown(table), ""]
+        if table.map(lambda v: str(v).endswith(FEWER)).any().any():
+            attacked = part.runs[ATTACKED].min() if ATTACKED in part.runs else "fewer"
+            lines += [
+                f"{FEWER}: these runs attacked {attacked:.0f} subpopulations, fewer than k; "
+                "the cell is the mean over those.",
+                "",
+            ]
+        differences = alpha_differences(part.runs)
+        if differences is not None:
+            lines += ["Paired differences between α (per seed):", "", markdown(differences), ""]
         if part.is_paper_setting:
             lines += [
                 f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):",
                 "",
                 markdown(reference_table(paper)),
+                "",
+                "The paper's single runs against our 95% prediction interval for one run:",
+                "",
+                markdown(paper_check(paper, part.runs)),
                 "",
             ]
         lines += [markdown(side_table(part.runs)), ""]

@@ -17,15 +17,19 @@ from mlflow.tracking import MlflowClient
 
 from subpop_runner.errors import ConfigError
 from subpop_runner.report import (
+    alpha_differences,
     cell,
     durations,
     group_columns,
     interval,
+    latest_per_job,
     main,
     matches,
     normalise,
+    paper_check,
     paper_table,
     sections,
+    side_table,
 )
 from subpop_runner.report_plot import figure
 from subpop_runner.tracking import Tracker
@@ -54,13 +58,18 @@ def job(
     params: dict[str, str],
     damage: float,
     status: str = "FINISHED",
+    attacked: float = 10.0,
+    job_key: str | None = None,
 ) -> None:
-    """A job run logged as pipeline.run logs one: str params, `summarize`'s metric keys."""
+    """A job run logged as pipeline.run logs one: str params, `summarize`'s metric keys; the
+    clean accuracy differs by seed (0.80, 0.85, 0.90), as real seeds' do."""
     found = client.get_experiment_by_name(experiment)
     eid = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(eid, tags={"subpop.role": "job"})
-    metrics = {"clean_accuracy": 0.85, "collateral_damage/worst5": damage / 10}
-    metrics |= {"subpops/attacked": 10.0, "subpops/no_test_points": 0.0}
+    tags = {"subpop.role": "job"} | ({"subpop.job_key": job_key} if job_key else {})
+    run = client.create_run(eid, tags=tags)
+    clean = 0.80 + 0.05 * int(params.get("seed", 0))
+    metrics = {"clean_accuracy": clean, "collateral_damage/worst5": damage / 10}
+    metrics |= {"subpops/attacked": attacked, "subpops/no_test_points": 0.0}
     for k in (1, 5, 10):
         metrics |= {f"target_damage/worst{k}": damage / k, f"subpop_size_aux/worst{k}": 40.0 + k}
     client.log_batch(
@@ -228,3 +237,79 @@ def test_plot_legend_stays_inside_the_figure(n_panels, with_paper):
     box = legend.get_window_extent()
     assert len(legend.get_texts()) == (6 if with_paper else 3)
     assert box.x0 >= fig.bbox.x0 and box.x1 <= fig.bbox.x1 and box.y0 >= fig.bbox.y0
+
+
+def test_side_table_averages_every_seed(tmp_path):
+    cluster_store(tmp_path / "mlruns")
+    runs = normalise(Tracker(dir=str(tmp_path / "mlruns")).job_runs("adult_cluster_match"))
+    k100 = sections(runs, None)[1].runs
+    table = side_table(k100)
+    # seeds 0, 1, 2 log clean accuracy 0.80, 0.85, 0.90: reading one seed would not give this
+    assert table.loc[0, "clean accuracy"] == "0.850 ± 0.124 (n=3)"
+    assert table.loc[0, "runs"] == "3"
+
+
+def test_worst_k_over_fewer_attacked_subpopulations_is_marked(tmp_path):
+    client = client_at(tmp_path / "mlruns")
+    for seed in (0, 1):
+        job(client, "ft", {"attack.alpha": "1", "seed": str(seed)}, 0.3, attacked=3.0)
+    text = report(tmp_path, "-e", "ft")
+    ours = text.split("Target damage (ours):")[1].split("Paired differences")[0]
+    worst = {line.split("|")[1].strip(): line for line in ours.splitlines() if line[:2] == "| "}
+    assert "k>n" not in worst["1"] and "k>n" in worst["5"] and "k>n" in worst["10"]
+    assert "these runs attacked 3 subpopulations, fewer than k" in text
+
+
+def test_paper_numbers_are_judged_against_a_prediction_interval_for_one_run():
+    runs = pd.DataFrame(
+        {
+            "params.attack.alpha": ["1"] * 3,
+            **{f"metrics.target_damage/worst{k}": [0.1, 0.2, 0.6] for k in (1, 5, 10)},
+        }
+    )
+    paper = {"target_damage": {f"worst{k}": {1.0: v} for k, v in ((1, 1.4), (5, 0.9), (10, 0.0))}}
+    check = paper_check(paper, runs)
+    # mean 0.3, sd 0.2646, t 4.303: the mean's interval is 0.3 ± 0.657, one run's
+    # 0.3 ± 0.657 · √(3 + 1) = 0.3 ± 1.314. 1.4 lies outside the first and inside the second.
+    assert check.loc[0, "α=1"] == "1.400: inside [-1.014, 1.614]"
+    assert check.loc[2, "α=1"] == "0.000: inside [-1.014, 1.614]"
+    outside = paper_check({"target_damage": {"worst1": {1.0: 1.7}}}, runs)
+    assert outside.loc[0, "α=1"] == "1.700: OUTSIDE [-1.014, 1.614]"
+
+
+def test_alpha_differences_are_paired_by_seed():
+    """Seeds spread damage widely (0.1 to 0.9) but every seed gains exactly 0.1 from α=1 to
+    α=2: unpaired intervals overlap, the paired difference is 0.1 with no spread."""
+    base = {0: 0.1, 1: 0.5, 2: 0.9}
+    rows = [
+        {"params.attack.alpha": a, "params.seed": str(seed), "metrics.target_damage/worst1": d}
+        for seed, value in base.items()
+        for a, d in (("0.5", value - 0.05), ("1", value), ("2", value + 0.1))
+    ]
+    runs = pd.DataFrame(rows).assign(
+        **{
+            f"metrics.target_damage/worst{k}": lambda r: r["metrics.target_damage/worst1"]
+            for k in (5, 10)
+        }
+    )
+    table = alpha_differences(runs)
+    assert list(table.columns) == ["worst", "α=1 − α=0.5", "α=2 − α=1", "α=2 − α=0.5"]
+    assert table.loc[0, "α=2 − α=1"] == "0.100 ± 0.000 (n=3) *"
+    assert table.loc[0, "α=2 − α=0.5"] == "0.150 ± 0.000 (n=3) *"
+    shuffled = runs.assign(
+        **{"params.seed": runs["params.seed"].sample(frac=1, random_state=1).values}
+    )
+    assert alpha_differences(shuffled).loc[0, "α=2 − α=1"] != table.loc[0, "α=2 − α=1"]
+
+
+def test_two_runs_of_one_job_count_once_and_the_report_says_so(tmp_path):
+    client = client_at(tmp_path / "mlruns")
+    for damage in (0.2, 0.4):  # the same job twice (two sweeps started together)
+        job(client, "dup", {"attack.alpha": "1", "seed": "0"}, damage, job_key="k0")
+    job(client, "dup", {"attack.alpha": "1", "seed": "1"}, 0.6, job_key="k1")
+    runs = Tracker(dir=str(tmp_path / "mlruns")).job_runs("dup")
+    kept, dropped = latest_per_job(runs)
+    assert dropped == 1 and sorted(kept["metrics.target_damage/worst1"]) == [0.4, 0.6]
+    text = report(tmp_path, "-e", "dup")
+    assert "1 duplicate run(s) of the same job" in text
+    assert "0.500 ± " in text and "(n=2)" in text
