@@ -55,6 +55,25 @@ def adult_dir(tmp_path: Path) -> Path:
     return write_adult_files(tmp_path / "adult")
 
 
+def small_adult_config(tmp_path: Path, *overrides: str, epochs: int = 2):
+    """The default experiment on a 300-row Adult file in the real format, its store, cache
+    and data under ``tmp_path``: seconds through the whole pipeline."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                f"tracking.dir={tmp_path / 'mlruns'}",
+                f"cache.dir={tmp_path / 'stages'}",
+                f"dataset.data_dir={write_adult_files(tmp_path / 'adult', n_rows=300)}",
+                "dataset.verify=false",
+                f"trainer.max_epochs={epochs}",
+                *overrides,
+            ],
+        )
+
+
 def blob_part(rng: np.random.Generator, centers: np.ndarray, per_center: int) -> Part:
     """Points around each centre; label = centre index mod 2; annotation = centre index."""
     group = np.repeat(np.arange(len(centers)), per_center)

@@ -182,9 +182,13 @@ def wait_for(predicate, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
-def test_ctrl_c_ends_the_run_killed_with_exit_130(tmp_path):
+# Training that lasts until it is interrupted.
+ENDLESS = ("experiment=smoke_adult", "trainer.max_epochs=3000", "cache.enabled=false")
+
+
+def interrupt_once_running(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start ``subpop``, press Ctrl-C once a job is training; the process and its stderr."""
     mlruns = tmp_path / "mlruns"
-    args = ("experiment=smoke_adult", "trainer.max_epochs=3000", "cache.enabled=false")
     process = subprocess.Popen(
         command(*args, f"tracking.dir={mlruns}"),
         cwd=tmp_path,
@@ -193,8 +197,15 @@ def test_ctrl_c_ends_the_run_killed_with_exit_130(tmp_path):
         text=True,
     )
     wait_for(lambda: job_statuses(mlruns) == ["RUNNING"])
+    time.sleep(2)  # into the training loop, where Lightning turns Ctrl-C into exit(1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
+    return process, stderr
+
+
+def test_ctrl_c_ends_the_run_killed_with_exit_130(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    process, stderr = interrupt_once_running(tmp_path, *ENDLESS)
     assert process.returncode == 130
     assert error_lines(stderr)[-1].startswith("interrupted:")
     (run,) = runs(mlruns)
@@ -335,26 +346,8 @@ def test_two_identical_sweeps_started_together_run_each_job_once(tmp_path):
 
 
 def test_ctrl_c_in_a_sweep_ends_the_job_and_the_sweep_killed(tmp_path):
-    mlruns = tmp_path / "mlruns"
-    args = (
-        "-m",
-        "experiment=smoke_adult",
-        "trainer.max_epochs=3000",
-        "cache.enabled=false",
-        "attack.alpha=1,2",
-    )
-    process = subprocess.Popen(
-        command(*args, f"tracking.dir={mlruns}"),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(lambda: job_statuses(mlruns) == ["RUNNING"])
-    time.sleep(2)  # into the training loop, where Lightning turns Ctrl-C into exit(1)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    process, stderr = interrupt_once_running(tmp_path, "-m", *ENDLESS, "attack.alpha=1,2")
     assert process.returncode == 130, stderr[-3000:]
-    found = runs(mlruns)
+    found = runs(tmp_path / "mlruns")
     assert [r.info.status for r in by_role(found, "job")] == ["KILLED"]
     assert [r.info.status for r in by_role(found, "sweep")] == ["KILLED"]

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from subpop_runner import pipeline, sweep
@@ -20,22 +19,9 @@ from subpop_runner.errors import INTERRUPTED, ConfigError
 from subpop_runner.report import main as report_main
 from subpop_runner.tracking import ERROR, JOB_KEY, PROCESS, JobInfo, Tracker, process_token
 
-from .conftest import ROOT, write_adult_files
+from .conftest import small_adult_config
 
-
-def config(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"tracking.dir={tmp_path / 'mlruns'}",
-                f"cache.dir={tmp_path / 'stages'}",
-                f"dataset.data_dir={write_adult_files(tmp_path / 'adult', n_rows=300)}",
-                "dataset.verify=false",
-                "trainer.max_epochs=2",
-                *overrides,
-            ],
-        )
+config = small_adult_config
 
 
 def job_runs(tracker: Tracker) -> list:

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from subpop_runner import pipeline, schema
@@ -18,7 +17,7 @@ from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.models.sklearn_mlp import SklearnMLP
 
-from ..conftest import ROOT, write_adult_files
+from ..conftest import small_adult_config
 
 
 def flip_blob(part: Part, blob: int, copies: int) -> PoisonSet:
@@ -65,19 +64,7 @@ def test_images_are_refused_with_the_fix():
 
 
 def compose_config(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"tracking.dir={tmp_path / 'mlruns'}",
-                f"cache.dir={tmp_path / 'stages'}",
-                f"dataset.data_dir={write_adult_files(tmp_path / 'adult', n_rows=300)}",
-                "dataset.verify=false",
-                "trainer.max_epochs=5",
-                "selector.k=4",
-                *overrides,
-            ],
-        )
+    return small_adult_config(tmp_path, "selector.k=4", *overrides, epochs=5)
 
 
 def test_a_bad_value_is_one_config_error(tmp_path):
