@@ -48,9 +48,10 @@ INTERVALS = (
     f"shows its value and n=1. A cell marked {FEWER} averages fewer attacked subpopulations than "
     "k (worst-10 over 3 is the mean of those 3, the same as worst-3). The paper's numbers are "
     "single runs: each is judged against our 95% prediction interval for one run, mean ± "
-    "t · sd · √(1 + 1/n) with the same t, not against the interval of our mean. A difference between "
-    "α values is the difference per seed (the same split, clusters and poison draws) with its "
-    "95% interval over seeds; * marks one whose interval excludes 0. Job time: the whole job; "
+    "t · sd · √(1 + 1/n) with the same t, not against the interval of our mean. A difference "
+    "between α values is the difference per seed (the same split, clusters and poison draws) "
+    "with its 95% interval over seeds; * marks one whose interval excludes 0. Job time: the "
+    "whole job; "
     "run time: the MLflow run's start to end, which begins after the data is loaded."
 )
 
@@ -202,6 +203,45 @@ def paper_check(paper: dict[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
             row[f"α={float(alpha):g}"] = f"{float(number):.3f}: {verdict}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# What a comparison of two experiments puts side by side, per α.
+COMPARED = {
+    **{f"worst-{k} target damage": f"metrics.target_damage/worst{k}" for k in WORST_K},
+    "mean target damage": "metrics.target_damage/mean",
+    "clean accuracy": "metrics.clean_accuracy",
+}
+
+
+def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
+    """``other − baseline``, paired per seed and α (the same split, subpopulations and poison
+    draws where the two differ only in what is compared: a learner, a defense, an attack)."""
+    both = pd.concat(
+        [normalise(latest_per_job(runs[name])[0]).assign(side=name) for name in (baseline, other)]
+    )
+    alpha = both[ALPHA].astype(float)
+    rows = []
+    for label, metric in COMPARED.items():
+        if metric not in both:
+            continue
+        row = {"": label}
+        for a in sorted(alpha.unique()):
+            at = both[alpha == a]
+            diffs = paired_differences(at, at["side"], baseline, other, metric, [SEED])
+            mean, half, n = interval(diffs)
+            row[f"α={a:g}"] = cell(diffs) + (" *" if n > 1 and abs(mean) > half else "")
+        rows.append(row)
+    return "\n".join(
+        [
+            f"## {other} − {baseline}",
+            "",
+            "Paired per seed and α: the difference of each seed's run in the two experiments, "
+            "mean ± 95% interval over seeds (n pairs); * marks an interval that excludes 0.",
+            "",
+            markdown(pd.DataFrame(rows)),
+            "",
+        ]
+    )
 
 
 def latest_per_job(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -356,6 +396,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--notes", default=None, help="hand-written markdown appended as the discussion"
     )
     parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("BASELINE", "OTHER"),
+        help="paired per-seed differences OTHER − BASELINE of two experiments (repeatable)",
+    )
+    parser.add_argument(
         "--paper",
         default="sweeps/paper.yaml",
         help="the paper's numbers per experiment (YAML); '' for none",
@@ -372,6 +420,8 @@ def job_runs(args: argparse.Namespace) -> tuple[Tracker, dict[str, pd.DataFrame]
         )
     tracker.check()
     experiments = args.experiment or tracker.experiments_with_jobs()
+    compared = [name for pair in args.compare for name in pair]
+    experiments = [*experiments, *(e for e in dict.fromkeys(compared) if e not in experiments)]
     if not experiments:
         raise ConfigError(f"no finished job runs at {tracker.uri}: nothing to report")
     runs = {e: tracker.job_runs(e) for e in experiments}
@@ -394,6 +444,7 @@ def main(argv: list[str]) -> None:
     plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in runs}
     parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n\n{INTERVALS}\n"]
     parts += [experiment_report(e, r, papers.get(e), plots[e]) for e, r in runs.items()]
+    parts += [comparison(baseline, other, runs) for baseline, other in args.compare]
     if args.notes:
         parts.append(Path(args.notes).read_text())
     text = "\n".join(parts)

@@ -313,3 +313,18 @@ def test_two_runs_of_one_job_count_once_and_the_report_says_so(tmp_path):
     text = report(tmp_path, "-e", "dup")
     assert "1 duplicate run(s) of the same job" in text
     assert "0.500 ± " in text and "(n=2)" in text
+
+
+def test_two_experiments_are_compared_paired_by_seed(tmp_path):
+    """The reference learner's runs against the batched MLP's: every seed of ``other`` gains
+    0.05 on its own seed, whatever the seeds' spread."""
+    client = client_at(tmp_path / "mlruns")
+    for seed, damage in SEED_DAMAGE.items():
+        params = {"attack.alpha": "1", "seed": str(seed)}
+        job(client, "batched", params, damage)
+        job(client, "reference", params, damage + 0.05)
+    text = report(tmp_path, "-e", "batched", "--compare", "batched", "reference")
+    assert "## reference" in text  # named by --compare only, reported all the same
+    section = text.split("## reference − batched")[1]
+    assert "| worst-1 target damage  | 0.050 ± 0.000 (n=3) * |" in section
+    assert "| clean accuracy         | 0.000 ± 0.000 (n=3)   |" in section
