@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
 .PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult \
-        results-images sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist \
+        results-images results-adult-reference sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist \
         results-text
 
 install: $(STAMP)
@@ -106,6 +106,16 @@ results-adult: install
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_table2_feature_match $(ARGS)
 	$(BIN)/subpop report -e adult_cluster_match -e adult_feature_match \
 	  --out docs/results/adult.md --notes docs/results/adult_notes.md
+
+# docs/results/adult_reference.md: the batched MLP against scikit-learn's MLPClassifier fitted
+# one victim at a time, on the same subpopulations and poison sets (Tables 2 and 5 at α=1).
+REF := adult_mlp_cluster_match_label_flip adult_sklearn_mlp_cluster_match_label_flip
+REF_FM := adult_mlp_feature_match_label_flip adult_sklearn_mlp_feature_match_label_flip
+results-adult-reference: install
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_reference_feature_match $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_reference_cluster_match $(ARGS)
+	$(BIN)/subpop report $(foreach e,$(REF) $(REF_FM),-e $(e)) --compare $(REF) --compare $(REF_FM) \
+	  --out docs/results/adult_reference.md --notes docs/results/adult_reference_notes.md
 
 # docs/results/images.md: the Fashion-MNIST runs (Conv, its layer study, EfficientNet-Lite0 LL
 # over every cluster, FT on a few). SEEDS narrows the seeds on a small machine.
