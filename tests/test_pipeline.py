@@ -78,7 +78,11 @@ def test_sweeps_compose_with_alpha_axis(sweep):
             overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]"],
             return_hydra_config=True,
         )
-    assert cfg.hydra.sweeper.params["attack.alpha"] == "0.5,1,2"
+    params = cfg.hydra.sweeper.params
+    if sweep.startswith("adult_reference"):  # the learner check: α=1, both learners
+        assert (params["attack.alpha"], params["model"]) == ("1", "mlp,sklearn_mlp")
+    else:
+        assert params["attack.alpha"] == "0.5,1,2"
     assert cfg.name in {"adult_cluster_match", "adult_feature_match"}
 
 
