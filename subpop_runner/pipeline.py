@@ -67,16 +67,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
     tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
     if not cfg.dataset.verify:
         tags["dataset.verify"] = "false"
-    try:
-        regime = build(cfg, "model")
-        regime.check(splits)
-        selector.check(splits, regime.layers)
-    except ConfigError as error:
-        if job.parent_run_id is not None:  # the sweeper has checked the store
-            tracker.failed_run(
-                job.experiment, job.run_name, params, tags, job.parent_run_id, error
-            )
-        raise
+    regime = checked_model(cfg, splits, selector, tracker, job, params, tags)
     tracker.check()
     # What the clean victim, surrogate and clustering depend on, besides their own parts.
     upstream = inputs(cfg, data_files)
@@ -147,6 +138,31 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         summary["target_damage/worst10"],
     )
     return Result(summary, table, run.run_id)
+
+
+def checked_model(
+    cfg: DictConfig,
+    splits: Splits,
+    selector: object,
+    tracker: object,
+    job: JobInfo,
+    params: dict,
+    tags: dict,
+) -> object:
+    """The model's regime, built and checked against the data, and the selector against it.
+    Bad input found here is a single run's `ConfigError` before any run exists; a sweep's job
+    also leaves a FAILED run saying why (the sweeper has checked the store)."""
+    try:
+        regime = build(cfg, "model")
+        regime.check(splits)
+        selector.check(splits, regime.layers)
+    except ConfigError as error:
+        if job.parent_run_id is not None:
+            tracker.failed_run(
+                job.experiment, job.run_name, params, tags, job.parent_run_id, error
+            )
+        raise
+    return regime
 
 
 def victim_trainer(
