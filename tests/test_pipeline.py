@@ -253,10 +253,23 @@ def test_text_victims_run_through_the_pipeline_and_the_frozen_pass_is_cached(
     assert run.data.tags["cache.clean_victim"] == "hit"
 
 
-def test_a_tokenizer_that_knows_the_reviews_words_gives_distinct_inputs(tmp_path, review_bert):
-    """The guard for the test above: its inputs must differ, or it measures nothing."""
+def test_a_tokenizer_that_knows_the_reviews_words_gives_distinct_inputs_and_features(
+    tmp_path, review_bert
+):
+    """The guard for the test above: the reviews it clusters must differ as token ids and as
+    the features it clusters (``pooled``: mean-pooled for the head-only option, the pooled
+    [CLS] for BERT-LL and BERT-FT), or it measures nothing."""
+    import torch
+
     from subpop_runner.data.imdb import IMDB
+    from subpop_runner.models.bert import BertClassifier, BertEncoder
 
     imdb = IMDB(tokenizer=str(review_bert), max_rows=60, max_length=16, cache_dir=str(tmp_path))
     ids = imdb.load(0).aux.x
     assert len(np.unique(ids, axis=0)) == len(ids)
+    encoder = BertEncoder(name=str(review_bert))
+    classifier = BertClassifier(name=str(review_bert), n_classes=2).eval()
+    with torch.no_grad():
+        for network in (encoder, classifier):
+            features = network.representation(torch.from_numpy(ids), "pooled")
+            assert torch.pdist(features).min() > 1e-5, type(network).__name__

@@ -53,6 +53,29 @@ def test_padding_does_not_change_a_reviews_representation(tiny_bert):
         )
 
 
+def test_a_saved_encoder_loads_as_written_and_tells_distinct_inputs_apart(tiny_bert):
+    """Guards ClusterMatch against collapsed features (one cluster, no collateral): every
+    weight from_pretrained reads is the one written (none re-initialised, tied or dropped),
+    and distinct token ids give distinct features on both layers the presets cluster, the
+    head-only option's mean-pooled state and the classifier's pooled [CLS]."""
+    from safetensors.torch import load_file
+
+    encoder = BertEncoder(name=str(tiny_bert))
+    classifier = BertClassifier(name=str(tiny_bert), n_classes=2).eval()
+    torch.testing.assert_close(
+        encoder.bert.state_dict(), load_file(tiny_bert / "model.safetensors"), rtol=0, atol=0
+    )
+    # [CLS] 10 words [SEP], no padding: the rows differ in their words alone
+    words = torch.randint(5, 45, (8, 10), generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([torch.full((8, 1), 2), words, torch.full((8, 1), 3)], 1).int()
+    assert len(torch.unique(ids, dim=0)) == len(ids)
+    with torch.no_grad():
+        for network in (encoder, classifier):
+            features = network.representation(ids, "pooled")
+            # identical inputs are exactly 0 apart; here the closest pooled [CLS] are 4e-4
+            assert torch.pdist(features).min() > 1e-5, type(network).__name__
+
+
 def test_last_block_on_cached_states_is_the_full_models(tiny_bert):
     """BERT-LL without recomputation: the final block replayed alone on the states entering
     it gives the full model's logits (fp32 states: exactly; the fp16 cache: closely)."""
