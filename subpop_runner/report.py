@@ -1,10 +1,12 @@
 """`subpop report`: MLflow runs back into the paper's table shape, plus a plot.
 
-For each experiment: finished job runs are grouped by every config value that differs between
-them (except alpha, which becomes the columns, and seed, which is averaged over), and each
-group is printed as the paper prints it: rows worst-1/5/10 target damage, columns alpha, with
-clean accuracy, mean subpopulation size and the collateral of the worst 5 beside it. Each cell
-is the mean over seeds with the half-width of its 95% Student-t confidence interval.
+For each experiment: finished job runs (one per job identity) are grouped by every config value
+that differs between them (except alpha, which becomes the columns, and seed, which is averaged
+over), and each group is printed as the paper prints it: rows worst-1/5/10 target damage,
+columns alpha, with clean accuracy, mean subpopulation size and the collateral of the worst 5
+beside it. Each cell is the mean over seeds with the half-width of its 95% Student-t confidence
+interval; differences between α values are paired per seed; the paper's single runs are judged
+against our prediction interval for one run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import math
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,18 +43,20 @@ NOT_A_GROUP = (
 JOB_TIME = "metrics.job_seconds"
 JOB_KEY = "tags.subpop.job_key"
 ATTACKED = "metrics.subpops/attacked"
-FEWER = "k>n"
 INTERVALS = (
     "Each cell: mean over seeds ± half-width of the 95% confidence interval of that mean "
     "(Student t: t₀.₉₇₅,ₙ₋₁ · sd / √n, sd with n − 1), and n, the runs it averages; a single run "
-    f"shows its value and n=1. A cell marked {FEWER} averages fewer attacked subpopulations than "
-    "k (worst-10 over 3 is the mean of those 3, the same as worst-3). The paper's numbers are "
-    "single runs: each is judged against our 95% prediction interval for one run, mean ± "
-    "t · sd · √(1 + 1/n) with the same t, not against the interval of our mean. A difference "
-    "between α values is the difference per seed (the same split, clusters and poison draws) "
-    "with its 95% interval over seeds; * marks one whose interval excludes 0. Job time: the "
-    "whole job; "
-    "run time: the MLflow run's start to end, which begins after the data is loaded."
+    "shows its value and n=1. A worst-k cell marked [mean of m < k] averages the m "
+    "subpopulations its runs attacked, fewer than k (with 3 attacked, worst-5 and worst-10 are "
+    "both the mean of those 3), never k. The paper's numbers are single runs: each is judged "
+    "against our 95% prediction interval for one run, mean ± t · sd · √(1 + 1/n) with the same "
+    "t (the interval's half-width × √(n + 1)), not against the interval of our mean, which "
+    "shrinks with n while one run's spread does not. A difference between α values is paired: "
+    "the difference per seed (the same split, clusters and poison draws at every α), mean ± 95% "
+    "interval over seeds, n pairs; * marks one whose interval excludes 0. Each job counts once: "
+    "of several finished runs of one job (the same `subpop.job_key`) only the latest is read. "
+    "Job time: the whole job; run time: the MLflow run's start to end, which begins after the "
+    "data is loaded."
 )
 
 
@@ -122,13 +126,14 @@ def sections(runs: pd.DataFrame, setting: Mapping[str, Any] | None) -> list[Sect
 
 
 def curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Target damage per alpha and worst-k: mean, 95% CI half-width and n (for the plot)."""
-    rows = [
-        (a, k, *interval(g[f"metrics.target_damage/worst{k}"]))
-        for a, g in runs.groupby(runs[ALPHA].astype(float))
-        for k in WORST_K
-    ]
-    return pd.DataFrame(rows, columns=["alpha", "worst", "mean", "half", "n"])
+    """Target damage per alpha and worst-k for the plot: mean, 95% CI half-width and n, and the
+    95% prediction interval for one run (low, high), the yardstick for the paper's runs."""
+    rows = []
+    for a, g in runs.groupby(runs[ALPHA].astype(float)):
+        for k in WORST_K:
+            values = g[f"metrics.target_damage/worst{k}"]
+            rows.append((a, k, *interval(values), *prediction_interval(values)[:2]))
+    return pd.DataFrame(rows, columns=["alpha", "worst", "mean", "half", "n", "low", "high"])
 
 
 def cell(values: pd.Series) -> str:
@@ -140,12 +145,19 @@ def cell(values: pd.Series) -> str:
     return f"{mean:.3f} ± {half:.3f} (n={n})"
 
 
-def worst_cell(runs: pd.DataFrame, k: int) -> str:
-    """Worst-k target damage; marked when a run attacked fewer than k subpopulations."""
-    text = cell(runs[f"metrics.target_damage/worst{k}"])
-    if ATTACKED in runs and (runs[ATTACKED] < k).any():
-        text += f" {FEWER}"
-    return text
+def fewer_than_k(runs: pd.DataFrame, k: int) -> str:
+    """The mark of a worst-k that is not over k: runs that attacked m < k subpopulations log
+    the mean of those m (`metrics.summarize` takes what there is), so worst-5 and worst-10 over
+    3 are the same number. '' when every run attacked k or more."""
+    if ATTACKED not in runs:
+        return ""
+    attacked = runs[ATTACKED].dropna()
+    fewer = attacked[attacked < k]
+    if fewer.empty:
+        return ""
+    counts = "/".join(f"{m:.0f}" for m in sorted(fewer.unique()))
+    some = f" in {len(fewer)} of {len(attacked)} runs" if len(fewer) < len(attacked) else ""
+    return f" [mean of {counts} < k{some}]"
 
 
 def paper_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -154,8 +166,44 @@ def paper_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for k in WORST_K:
         row = {"worst": k}
-        row |= {f"α={a:g}": worst_cell(g, k) for a, g in by_alpha}
+        row |= {
+            f"α={a:g}": cell(g[f"metrics.target_damage/worst{k}"]) + fewer_than_k(g, k)
+            for a, g in by_alpha
+        }
         row["mean aux size"] = f"{runs[f'metrics.subpop_size_aux/worst{k}'].mean():.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_cell(diffs: pd.Series) -> str:
+    """Paired differences: mean ± 95% interval over the pairs (n pairs); * when it excludes 0."""
+    mean, half, n = interval(diffs)
+    return cell(diffs) + (" *" if n > 1 and abs(mean) > half else "")
+
+
+def paired_table(
+    runs: pd.DataFrame,
+    axis: pd.Series,
+    contrasts: Sequence[tuple[str, object, object]],
+    metrics: Mapping[str, str],
+    pair_on: Sequence[str],
+    marks: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """The table of a claimed difference, whatever is compared on the same seeds (α, a layer, a
+    defense before and after, an attack against label flipping): a row per metric (label:
+    column; absent ones left out), a column per contrast (label, baseline, other) holding the
+    metric at ``axis == other`` minus at ``axis == baseline``, one difference per value of
+    ``pair_on`` (the seed and every other group column) as `paired_cell`. ``marks`` (label:
+    text) are appended to every cell of that metric's row."""
+    marks = marks or {}
+    rows = []
+    for label, metric in metrics.items():
+        if metric not in runs:
+            continue
+        row = {"": label}
+        for name, baseline, other in contrasts:
+            diffs = paired_differences(runs, axis, baseline, other, metric, pair_on)
+            row[name] = paired_cell(diffs) + marks.get(label, "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -165,44 +213,67 @@ def alpha_differences(runs: pd.DataFrame) -> pd.DataFrame | None:
     against the smallest where there are three or more); None with a single α."""
     alpha = runs[ALPHA].astype(float)
     values = sorted(alpha.unique())
-    pairs = list(zip(values, values[1:], strict=False))
+    contrasts = [(f"α={b:g} − α={a:g}", a, b) for a, b in zip(values, values[1:], strict=False)]
     if len(values) > 2:
-        pairs.append((values[0], values[-1]))
-    if not pairs:
+        contrasts.append((f"α={values[-1]:g} − α={values[0]:g}", values[0], values[-1]))
+    if not contrasts:
         return None
-    rows = []
-    for k in WORST_K:
-        row = {"worst": k}
-        for low, high in pairs:
-            diffs = paired_differences(
-                runs, alpha, low, high, f"metrics.target_damage/worst{k}", [SEED]
-            )
-            mean, half, n = interval(diffs)
-            mark = " *" if n > 1 and abs(mean) > half else ""
-            row[f"α={high:g} − α={low:g}"] = cell(diffs) + mark
-        rows.append(row)
-    return pd.DataFrame(rows)
+    table = paired_table(
+        runs,
+        alpha,
+        contrasts,
+        {str(k): f"metrics.target_damage/worst{k}" for k in WORST_K},
+        [SEED, *group_columns(runs)],
+        marks={str(k): fewer_than_k(runs, k) for k in WORST_K},
+    )
+    return table.rename(columns={"": "worst"})
+
+
+def judged(number: float, values: pd.Series) -> str:
+    """Whether one run's ``number`` (the paper's) lies inside our 95% prediction interval for
+    one run, and the interval."""
+    low, high, n = prediction_interval(values)
+    if n < 2:
+        return "no interval (n<2)"
+    return f"{'inside' if low <= number <= high else 'OUTSIDE'} [{low:.3f}, {high:.3f}]"
 
 
 def paper_check(paper: dict[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
-    """Each paper number against our 95% prediction interval for one run at its α."""
+    """Each paper worst-k number against our 95% prediction interval for one run at its α."""
     by_alpha = {a: g for a, g in runs.groupby(runs[ALPHA].astype(float))}
     rows = []
     for k in WORST_K:
         row = {"worst": k}
         for alpha, number in paper["target_damage"].get(f"worst{k}", {}).items():
             runs_at = by_alpha.get(float(alpha))
-            if runs_at is None:
-                continue
-            low, high, n = prediction_interval(runs_at[f"metrics.target_damage/worst{k}"])
-            if n < 2:
-                verdict = "no interval (n<2)"
-            else:
-                inside = "inside" if low <= float(number) <= high else "OUTSIDE"
-                verdict = f"{inside} [{low:.3f}, {high:.3f}]"
+            verdict = (
+                "no runs at this α"
+                if runs_at is None
+                else judged(float(number), runs_at[f"metrics.target_damage/worst{k}"])
+                + fewer_than_k(runs_at, k)
+            )
             row[f"α={float(alpha):g}"] = f"{float(number):.3f}: {verdict}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paper_scalars(paper: dict[str, Any], runs: pd.DataFrame) -> list[str]:
+    """The paper's clean accuracy and collateral at α=1, each against our prediction interval
+    for one run. A seed's clean victim is the same at every α, so clean accuracy counts each
+    seed once."""
+    lines = []
+    if "clean_accuracy" in paper and SEED in runs:
+        per_seed = runs.groupby(SEED)["metrics.clean_accuracy"].mean()
+        number = float(paper["clean_accuracy"])
+        lines.append(
+            f"clean accuracy {number:.3f}: {judged(number, per_seed)} (n={len(per_seed)} seeds)"
+        )
+    at_1 = runs[runs[ALPHA].astype(float) == 1.0]
+    if "collateral_worst5_alpha1" in paper and not at_1.empty:
+        number = float(paper["collateral_worst5_alpha1"])
+        verdict = judged(number, at_1["metrics.collateral_damage/worst5"])
+        lines.append(f"collateral (worst 5) at α=1 {number:.3f}: {verdict}")
+    return lines
 
 
 # What a comparison of two experiments puts side by side, per α.
@@ -220,17 +291,18 @@ def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
         [normalise(latest_per_job(runs[name])[0]).assign(side=name) for name in (baseline, other)]
     )
     alpha = both[ALPHA].astype(float)
-    rows = []
-    for label, metric in COMPARED.items():
-        if metric not in both:
-            continue
-        row = {"": label}
-        for a in sorted(alpha.unique()):
-            at = both[alpha == a]
-            diffs = paired_differences(at, at["side"], baseline, other, metric, [SEED])
-            mean, half, n = interval(diffs)
-            row[f"α={a:g}"] = cell(diffs) + (" *" if n > 1 and abs(mean) > half else "")
-        rows.append(row)
+    marks = {f"worst-{k} target damage": fewer_than_k(both, k) for k in WORST_K}
+    columns = [
+        paired_table(
+            both[alpha == a],
+            both.loc[alpha == a, "side"],
+            [(f"α={a:g}", baseline, other)],
+            COMPARED,
+            [SEED],
+            marks,
+        ).set_index("")
+        for a in sorted(alpha.unique())
+    ]
     return "\n".join(
         [
             f"## {other} − {baseline}",
@@ -238,19 +310,21 @@ def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
             "Paired per seed and α: the difference of each seed's run in the two experiments, "
             "mean ± 95% interval over seeds (n pairs); * marks an interval that excludes 0.",
             "",
-            markdown(pd.DataFrame(rows)),
+            markdown(pd.concat(columns, axis=1).reset_index()),
             "",
         ]
     )
 
 
 def latest_per_job(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One run per job identity (tag ``subpop.job_key``), the latest: two identical sweeps
-    started together must not count one seed twice. Runs without the tag are all kept."""
+    """One run per job identity (tag ``subpop.job_key``), the latest to start (then to end):
+    two identical sweeps started together must not count one seed twice. Runs without the tag
+    are all kept."""
     if JOB_KEY not in runs or runs.empty:
         return runs, 0
     keyed = runs[JOB_KEY].notna()
-    latest = runs[keyed].sort_values("start_time").drop_duplicates(JOB_KEY, keep="last")
+    latest = runs[keyed].sort_values(["start_time", "end_time"])
+    latest = latest.drop_duplicates(JOB_KEY, keep="last")
     kept = pd.concat([latest, runs[~keyed]]).sort_index()
     return kept, len(runs) - len(kept)
 
@@ -331,21 +405,22 @@ def experiment_report(
     for part in parts:
         if part.title:
             lines += [f"### {part.title}", ""]
-        table = paper_table(part.runs)
-        lines += ["Target damage (ours):", "", markdown(table), ""]
-        if table.map(lambda v: str(v).endswith(FEWER)).any().any():
-            attacked = part.runs[ATTACKED].min() if ATTACKED in part.runs else "fewer"
+        lines += ["Target damage (ours):", "", markdown(paper_table(part.runs)), ""]
+        if any(fewer_than_k(part.runs, k) for k in WORST_K):
             lines += [
-                f"{FEWER}: these runs attacked {attacked:.0f} subpopulations, fewer than k; "
-                "the cell is the mean over those.",
+                "[mean of m < k]: these runs attacked m subpopulations, fewer than k, so that "
+                "worst-k is the mean over those m, not over k.",
                 "",
             ]
         differences = alpha_differences(part.runs)
         if differences is not None:
             lines += ["Paired differences between α (per seed):", "", markdown(differences), ""]
         if part.is_paper_setting:
+            accuracy = paper.get("clean_accuracy")
             lines += [
-                f"Paper, {paper['table']} (clean accuracy {paper['clean_accuracy']}):",
+                f"Paper, {paper['table']}"
+                + ("" if accuracy is None else f" (clean accuracy {accuracy})")
+                + ":",
                 "",
                 markdown(reference_table(paper)),
                 "",
@@ -354,6 +429,8 @@ def experiment_report(
                 markdown(paper_check(paper, part.runs)),
                 "",
             ]
+            scalars = paper_scalars(paper, part.runs)
+            lines += [*(f"- {line}" for line in scalars), ""] if scalars else []
         lines += [markdown(side_table(part.runs)), ""]
     if paper is not None and not any(part.is_paper_setting for part in parts):
         setting = ", ".join(f"{k}={v}" for k, v in paper.get("setting", {}).items())

@@ -1,5 +1,7 @@
 """The report's figure: target damage vs alpha with 95% confidence intervals, one panel per
-group of runs, the paper's numbers only in panels with the paper's setting."""
+group of runs, the paper's numbers only in panels with the paper's setting, drawn over our 95%
+prediction interval for one run (shaded): the paper's numbers are single runs, and the
+interval of our mean is the wrong yardstick for one run."""
 
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ def plot(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]], path: Pa
 
 def figure(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]]) -> Any:
     """Each panel: its title, its curves (columns alpha, worst, mean, half: the 95% CI
-    half-width, NaN for one run) and the paper's numbers to draw beside them, or None."""
+    half-width, NaN for one run; low, high: the 95% prediction interval for one run) and the
+    paper's numbers to draw beside them, or None."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(
         1,
@@ -52,6 +56,10 @@ def figure(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]]) -> Any
                 label=f"worst-{k}, mean ± 95% CI",
             )
             if paper is not None:
+                # Damage is a difference of accuracies: a band beyond ±1 says nothing more and
+                # would squeeze the curves (two seeds give intervals of several units).
+                band = curve[["low", "high"]].clip(-1, 1)
+                ax.fill_between(curve["alpha"], band["low"], band["high"], color=color, alpha=0.1)
                 ref = {float(a): v for a, v in paper["target_damage"][f"worst{k}"].items()}
                 ax.plot(
                     *zip(*sorted(ref.items()), strict=True),
@@ -74,6 +82,8 @@ def figure(panels: list[tuple[str, pd.DataFrame, dict[str, Any] | None]]) -> Any
         for ax in axes[0]
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)
     }
+    if any(paper is not None for _, _, paper in panels):
+        labelled["shaded: 95% prediction interval for one run"] = Patch(color="0.5", alpha=0.25)
     # Three legend columns need two panels' width; one panel fits two.
     ncols = 3 if len(panels) > 1 else 2
     fig.legend(

@@ -8,10 +8,12 @@ t₀.₉₇₅,₂ = 4.3027, half-width = 4.3027 · 0.26458 / √3 = 0.65725.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -20,13 +22,16 @@ from subpop_runner.report import (
     alpha_differences,
     cell,
     durations,
+    fewer_than_k,
     group_columns,
     interval,
     latest_per_job,
     main,
     matches,
     normalise,
+    paired_table,
     paper_check,
+    paper_scalars,
     paper_table,
     sections,
     side_table,
@@ -44,12 +49,30 @@ adult_cluster_match:
     worst1: {0.5: 0.333, 1.0: 0.375}
     worst5: {0.5: 0.191, 1.0: 0.343}
     worst10: {0.5: 0.121, 1.0: 0.240}
+ft:
+  table: Table 6 (FT)
+  target_damage:
+    worst1: {0.5: 0.2, 1.0: 0.4}
+    worst5: {0.5: 0.1, 1.0: 0.3}
+    worst10: {0.5: 0.1, 1.0: 0.2}
 """
 
 
-def client_at(folder: Path) -> MlflowClient:
-    folder.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, made once: making one runs MLflow's schema migrations
+    (2-5 s here, most of a test's time), copying it takes milliseconds."""
+    db = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def client(tmp_path: Path, empty_store: Path) -> MlflowClient:
+    """A store of the test's own at ``tmp_path / "mlruns"``, where `report` reads."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copyfile(empty_store, tmp_path / "mlruns" / "mlflow.db")
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
 
 
 def job(
@@ -80,9 +103,8 @@ def job(
     client.set_terminated(run.info.run_id, status)
 
 
-def cluster_store(folder: Path) -> MlflowClient:
+def cluster_store(client: MlflowClient) -> None:
     """k in {50, 100}, alpha 0.5 and 1 ("1.0" from a single run, "1" from a sweep), 3 seeds."""
-    client = client_at(folder)
     for k, shift in (("50", 0.0), ("100", 0.1)):
         for alpha in ("0.5", "1.0", "1"):
             seeds = (0, 1, 2) if alpha == "0.5" else ((0, 1) if alpha == "1.0" else (2,))
@@ -90,9 +112,8 @@ def cluster_store(folder: Path) -> MlflowClient:
                 params = {"attack.alpha": alpha, "seed": str(seed), "selector.k": k}
                 # set from the seed (`${seed}`): averaged like it, never a group of its own
                 params["selector.random_state"] = str(seed)
-                params["tracking.dir"] = str(folder)
+                params["tracking.dir"] = "mlruns"
                 job(client, "adult_cluster_match", params, SEED_DAMAGE[seed] + shift)
-    return client
 
 
 def test_interval_is_the_student_t_half_width_of_the_mean():
@@ -104,8 +125,8 @@ def test_interval_is_the_student_t_half_width_of_the_mean():
     assert cell(pd.Series([0.25])) == "0.250 (n=1)"
 
 
-def test_groups_by_k_with_alpha_columns_and_seeds_averaged(tmp_path):
-    cluster_store(tmp_path / "mlruns")
+def test_groups_by_k_with_alpha_columns_and_seeds_averaged(tmp_path, client):
+    cluster_store(client)
     runs = normalise(Tracker(dir=str(tmp_path / "mlruns")).job_runs("adult_cluster_match"))
     assert group_columns(runs) == ["params.selector.k"]
     parts = sections(runs, {"selector.k": 100})
@@ -175,8 +196,8 @@ def report(tmp_path: Path, *args: str) -> str:
     return out.read_text()
 
 
-def test_report_puts_the_paper_beside_its_setting_only(tmp_path):
-    cluster_store(tmp_path / "mlruns")
+def test_report_puts_the_paper_beside_its_setting_only(tmp_path, client):
+    cluster_store(client)
     text = report(tmp_path, "-e", "adult_cluster_match")
     k50, k100 = text.split("### selector.k=50")[1].split("### selector.k=100")
     assert "Paper, Table 5" not in k50 and "Paper, Table 5" in k100
@@ -184,8 +205,8 @@ def test_report_puts_the_paper_beside_its_setting_only(tmp_path):
     assert (tmp_path / "reports" / "r_adult_cluster_match.png").stat().st_size > 1000
 
 
-def test_report_covers_every_experiment_with_finished_jobs_in_its_own_run(tmp_path):
-    client = cluster_store(tmp_path / "mlruns")
+def test_report_covers_every_experiment_with_finished_jobs_in_its_own_run(tmp_path, client):
+    cluster_store(client)
     job(client, "adult_feature_match", {"attack.alpha": "1", "seed": "0"}, 0.2)
     job(client, "crashed", {"attack.alpha": "1", "seed": "0"}, 0.2, status="FAILED")
     text = report(tmp_path)
@@ -206,8 +227,9 @@ def test_empty_store_is_one_error_and_creates_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_store_without_finished_jobs_is_one_error_and_creates_nothing(tmp_path, monkeypatch):
-    client = client_at(tmp_path / "mlruns")
+def test_store_without_finished_jobs_is_one_error_and_creates_nothing(
+    tmp_path, client, monkeypatch
+):
     job(client, "crashed", {"attack.alpha": "1", "seed": "0"}, 0.2, status="FAILED")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no finished job runs at"):
@@ -225,7 +247,7 @@ def test_plot_legend_stays_inside_the_figure(n_panels, with_paper):
     the figure's edge, one panel or several."""
     curves = pd.DataFrame(
         [
-            {"alpha": a, "worst": k, "mean": 0.1 * k, "half": 0.05}
+            {"alpha": a, "worst": k, "mean": 0.1 * k, "half": 0.05, "low": 0.0, "high": k}
             for a in (0.5, 1.0, 2.0)
             for k in (1, 5, 10)
         ]
@@ -235,12 +257,31 @@ def test_plot_legend_stays_inside_the_figure(n_panels, with_paper):
     fig.canvas.draw()
     (legend,) = fig.legends
     box = legend.get_window_extent()
-    assert len(legend.get_texts()) == (6 if with_paper else 3)
+    assert len(legend.get_texts()) == (7 if with_paper else 3)
     assert box.x0 >= fig.bbox.x0 and box.x1 <= fig.bbox.x1 and box.y0 >= fig.bbox.y0
 
 
-def test_side_table_averages_every_seed(tmp_path):
-    cluster_store(tmp_path / "mlruns")
+def test_plot_shades_the_prediction_interval_where_the_paper_is_drawn():
+    """The paper's single runs are drawn over our interval for one run, not only beside the
+    interval of our mean; a band past ±1 (two seeds) is cut at ±1, where damage ends."""
+    curves = pd.DataFrame(
+        [
+            {"alpha": a, "worst": k, "mean": 0.3, "half": 0.1, "low": -0.2 * k, "high": 3.0}
+            for a in (0.5, 1.0)
+            for k in (1, 5, 10)
+        ]
+    )
+    paper = {"target_damage": {f"worst{k}": {0.5: 0.1, 1: 0.2} for k in (1, 5, 10)}}
+    with_paper, without = figure([("paper setting", curves, paper), ("other", curves, None)]).axes
+    bands = [c for c in with_paper.collections if isinstance(c, PolyCollection)]
+    assert not [c for c in without.collections if isinstance(c, PolyCollection)]
+    lows = sorted(round(b.get_paths()[0].vertices[:, 1].min(), 6) for b in bands)
+    assert lows == [-1.0, -1.0, -0.2]  # worst-1 at -0.2; worst-5 and worst-10 cut at -1
+    assert max(b.get_paths()[0].vertices[:, 1].max() for b in bands) == 1.0
+
+
+def test_side_table_averages_every_seed(tmp_path, client):
+    cluster_store(client)
     runs = normalise(Tracker(dir=str(tmp_path / "mlruns")).job_runs("adult_cluster_match"))
     k100 = sections(runs, None)[1].runs
     table = side_table(k100)
@@ -249,15 +290,39 @@ def test_side_table_averages_every_seed(tmp_path):
     assert table.loc[0, "runs"] == "3"
 
 
-def test_worst_k_over_fewer_attacked_subpopulations_is_marked(tmp_path):
-    client = client_at(tmp_path / "mlruns")
-    for seed in (0, 1):
-        job(client, "ft", {"attack.alpha": "1", "seed": str(seed)}, 0.3, attacked=3.0)
+def test_worst_k_over_fewer_attacked_subpopulations_is_marked(tmp_path, client):
+    """FT attacks 3 clusters, so its worst-5 and worst-10 are both the mean of those 3: every
+    table that shows them (ours, the paired differences, the paper check) says so."""
+    for alpha, gain in (("0.5", 0.0), ("1", 0.1)):
+        for seed in (0, 1):
+            params = {"attack.alpha": alpha, "seed": str(seed)}
+            job(client, "ft", params, 0.3 + 0.2 * seed + gain, attacked=3.0)
     text = report(tmp_path, "-e", "ft")
-    ours = text.split("Target damage (ours):")[1].split("Paired differences")[0]
-    worst = {line.split("|")[1].strip(): line for line in ours.splitlines() if line[:2] == "| "}
-    assert "k>n" not in worst["1"] and "k>n" in worst["5"] and "k>n" in worst["10"]
-    assert "these runs attacked 3 subpopulations, fewer than k" in text
+    tables = {
+        name: text.split(name)[1].split("\n\n", 2)[1]
+        for name in ("Target damage (ours):", "Paired differences", "The paper's single runs")
+    }
+    for name, table in tables.items():
+        header, _, *lines = [
+            [c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()
+        ]
+        alphas = [i for i, column in enumerate(header) if column.startswith("α=")]
+        cells = {line[0]: [line[i] for i in alphas] for line in lines}
+        assert list(cells) == ["1", "5", "10"] and alphas, name
+        assert not any("[mean of 3 < k]" in value for value in cells["1"]), name
+        assert all("[mean of 3 < k]" in value for value in cells["5"] + cells["10"]), name
+    assert "these runs attacked m subpopulations, fewer than k" in text
+    assert "Paper, Table 6 (FT):" in text  # a paper entry without a clean accuracy
+
+
+def test_fewer_than_k_names_the_count_and_the_runs_it_holds_for():
+    runs = pd.DataFrame({"metrics.subpops/attacked": [3.0, 12.0]})
+    assert fewer_than_k(runs, 1) == ""
+    assert fewer_than_k(runs, 5) == " [mean of 3 < k in 1 of 2 runs]"
+    assert fewer_than_k(runs.assign(**{"metrics.subpops/attacked": [3.0, 4.0]}), 10) == (
+        " [mean of 3/4 < k]"
+    )
+    assert fewer_than_k(pd.DataFrame({"params.seed": ["0"]}), 10) == ""  # runs that lack it
 
 
 def test_paper_numbers_are_judged_against_a_prediction_interval_for_one_run():
@@ -273,8 +338,30 @@ def test_paper_numbers_are_judged_against_a_prediction_interval_for_one_run():
     # 0.3 ± 0.657 · √(3 + 1) = 0.3 ± 1.314. 1.4 lies outside the first and inside the second.
     assert check.loc[0, "α=1"] == "1.400: inside [-1.014, 1.614]"
     assert check.loc[2, "α=1"] == "0.000: inside [-1.014, 1.614]"
-    outside = paper_check({"target_damage": {"worst1": {1.0: 1.7}}}, runs)
+    outside = paper_check({"target_damage": {"worst1": {1.0: 1.7, 2.0: 0.5}}}, runs)
     assert outside.loc[0, "α=1"] == "1.700: OUTSIDE [-1.014, 1.614]"
+    assert outside.loc[0, "α=2"] == "0.500: no runs at this α"
+
+
+def test_the_papers_clean_accuracy_counts_each_seed_once():
+    """Seeds 0-2 at two α values: the clean victim (0.80, 0.85, 0.90) is the same at both, so
+    the interval for one run is over 3 values, not 6 copies: 0.85 ± 4.303 · 0.05 · √(4/3) =
+    [0.602, 1.098] (six copies would give [0.726, 0.974], and put 0.7 outside)."""
+    runs = pd.DataFrame(
+        {
+            "params.attack.alpha": ["0.5"] * 3 + ["1"] * 3,
+            "params.seed": ["0", "1", "2"] * 2,
+            "metrics.clean_accuracy": [0.80, 0.85, 0.90] * 2,
+            "metrics.collateral_damage/worst5": [0.0] * 3 + [0.01, 0.02, 0.03],
+        }
+    )
+    paper = {"clean_accuracy": 0.7, "collateral_worst5_alpha1": 0.05}
+    assert paper_scalars(paper, runs) == [
+        "clean accuracy 0.700: inside [0.602, 1.098] (n=3 seeds)",
+        # α=1 only: 0.02 ± 4.303 · 0.01 · √(4/3) = [-0.030, 0.070]
+        "collateral (worst 5) at α=1 0.050: inside [-0.030, 0.070]",
+    ]
+    assert paper_scalars({"clean_accuracy": 0.5}, runs)[0].startswith("clean accuracy 0.500: OUT")
 
 
 def test_alpha_differences_are_paired_by_seed():
@@ -302,8 +389,72 @@ def test_alpha_differences_are_paired_by_seed():
     assert alpha_differences(shuffled).loc[0, "α=2 − α=1"] != table.loc[0, "α=2 − α=1"]
 
 
-def test_two_runs_of_one_job_count_once_and_the_report_says_so(tmp_path):
-    client = client_at(tmp_path / "mlruns")
+def test_alpha_differences_pair_on_every_group_column_as_well_as_the_seed():
+    """k=100 adds 0.3 to every run; seed 2 has no k=100 run at α=2. Pairing on the seed alone
+    would set seed 2's α=2 k=50 run against the mean of its α=1 k=50 and k=100 runs (a
+    difference of 0.1 − 0.15); pairing on the seed and k drops that unpaired run."""
+    rows = [
+        {
+            "params.attack.alpha": alpha,
+            "params.seed": str(seed),
+            "params.selector.k": k,
+            **{f"metrics.target_damage/worst{w}": 0.1 * seed + shift + gain for w in (1, 5, 10)},
+        }
+        for seed in (0, 1, 2)
+        for k, shift in (("50", 0.0), ("100", 0.3))
+        for alpha, gain in (("1", 0.0), ("2", 0.1))
+        if not (seed == 2 and k == "100" and alpha == "2")
+    ]
+    table = alpha_differences(pd.DataFrame(rows))
+    assert table.loc[0, "α=2 − α=1"] == "0.100 ± 0.000 (n=5) *"
+
+
+def test_the_paired_table_takes_any_axis_and_baseline():
+    """A defense, before and after, on the same seeds: the table later defenses and attacks
+    use. Seeds spread damage from 0.1 to 0.7; filtering removes 0.05 from each."""
+    runs = pd.DataFrame(
+        [
+            {"params.defense": d, "params.seed": str(seed), "metrics.target_damage/worst1": v}
+            for seed, base in ((0, 0.1), (1, 0.4), (2, 0.7))
+            for d, v in (("none", base), ("filter", base - 0.05))
+        ]
+    )
+    table = paired_table(
+        runs,
+        runs["params.defense"],
+        [("filter − none", "none", "filter"), ("none − filter", "filter", "none")],
+        {"worst-1": "metrics.target_damage/worst1", "worst-5": "metrics.target_damage/worst5"},
+        ["params.seed"],
+        marks={"worst-1": " [note]"},
+    )
+    assert table.to_dict("records") == [  # worst-5 is not logged: no row
+        {
+            "": "worst-1",
+            "filter − none": "-0.050 ± 0.000 (n=3) * [note]",
+            "none − filter": "0.050 ± 0.000 (n=3) * [note]",
+        }
+    ]
+
+
+def test_the_latest_run_of_a_job_is_kept_by_start_then_end():
+    """Job a ran three times: the last two started in the same second (MLflow's times can tie),
+    and of those the one that ended later counts, wherever it lies in the search's order."""
+    at = pd.Timestamp("2026-12-01 10:00")
+    seconds = pd.to_timedelta
+    runs = pd.DataFrame(
+        {
+            "tags.subpop.job_key": ["a", "a", "a", None, None],
+            "start_time": at + seconds([0, 1, 1, 0, 0], unit="s"),
+            "end_time": at + seconds([9, 5, 3, 1, 1], unit="s"),
+            "metrics.target_damage/worst1": [0.1, 0.2, 0.3, 0.4, 0.5],
+        }
+    )
+    kept, dropped = latest_per_job(runs)
+    assert dropped == 2  # both untagged runs stay: nothing says they are one job
+    assert list(kept["metrics.target_damage/worst1"]) == [0.2, 0.4, 0.5]
+
+
+def test_two_runs_of_one_job_count_once_and_the_report_says_so(tmp_path, client):
     for damage in (0.2, 0.4):  # the same job twice (two sweeps started together)
         job(client, "dup", {"attack.alpha": "1", "seed": "0"}, damage, job_key="k0")
     job(client, "dup", {"attack.alpha": "1", "seed": "1"}, 0.6, job_key="k1")
@@ -315,10 +466,9 @@ def test_two_runs_of_one_job_count_once_and_the_report_says_so(tmp_path):
     assert "0.500 ± " in text and "(n=2)" in text
 
 
-def test_two_experiments_are_compared_paired_by_seed(tmp_path):
+def test_two_experiments_are_compared_paired_by_seed(tmp_path, client):
     """The reference learner's runs against the batched MLP's: every seed of ``other`` gains
     0.05 on its own seed, whatever the seeds' spread."""
-    client = client_at(tmp_path / "mlruns")
     for seed, damage in SEED_DAMAGE.items():
         params = {"attack.alpha": "1", "seed": str(seed)}
         job(client, "batched", params, damage)
