@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.neural_network import MLPClassifier
 
 from subpop_runner import pipeline, schema
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
+from subpop_runner.models import sklearn_mlp
 from subpop_runner.models.sklearn_mlp import SklearnMLP
 
 from ..conftest import small_adult_config
@@ -42,6 +44,28 @@ def test_each_victim_learns_its_own_poison_and_only_it(blob_splits):
     assert accuracy[0].mean() > 0.9  # the clean victim
     assert accuracy[1][in_blob[0]].mean() < 0.2 and accuracy[1][in_blob[3]].mean() > 0.9
     assert accuracy[2][in_blob[3]].mean() < 0.2 and accuracy[2][in_blob[0]].mean() > 0.9
+
+
+class RecordingMLP(MLPClassifier):
+    """An MLPClassifier that keeps a copy of the rows each fit is given."""
+
+    fits: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def fit(self, x, y):
+        self.fits.append((x.copy(), y.copy()))
+        return super().fit(x, y)
+
+
+def test_each_fit_sees_train_then_exactly_its_own_poison_rows_in_order(blob_splits, monkeypatch):
+    monkeypatch.setattr(sklearn_mlp, "MLPClassifier", RecordingMLP)
+    RecordingMLP.fits = []
+    train = blob_splits.train
+    sets = [flip_blob(blob_splits.aux, 2, 3), flip_blob(blob_splits.aux, 0, 1)]
+    victims = regime().fit(train, sets, SimpleNamespace(seed=0))
+    assert len(victims.models) == len(RecordingMLP.fits) == len(sets)
+    for (x, y), poison in zip(RecordingMLP.fits, sets, strict=True):
+        assert np.array_equal(x, np.concatenate([train.x, poison.x]))
+        assert np.array_equal(y, np.concatenate([train.y, poison.y]))
 
 
 def test_same_seed_same_victims_and_the_hidden_layer_is_the_classifiers(blob_splits):
