@@ -51,7 +51,7 @@ from subpop_runner.metrics import damage
 from subpop_runner.models.mlp import MLP
 from subpop_runner.report import machine
 from subpop_runner.stages import clean_victim, surrogate_features
-from subpop_runner.training.base import Victims
+from subpop_runner.training.victims import Victims
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.5, 1.0, 2.0)

@@ -27,7 +27,7 @@ from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
 
 if TYPE_CHECKING:
     from subpop_runner.memo import Memo
-    from subpop_runner.training.base import Victims
+    from subpop_runner.training.victims import Victims
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from subpop_runner.data.splits import Splits
 from subpop_runner.selectors.base import PARTS
 
 if TYPE_CHECKING:
-    from subpop_runner.training.base import Victims
+    from subpop_runner.training.victims import Victims
 
 
 def clean_victim(train: Callable[..., Victims], splits: Splits) -> dict[str, np.ndarray]:

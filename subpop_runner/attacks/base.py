@@ -28,6 +28,10 @@ class PoisonSet:
     def __len__(self) -> int:
         return len(self.y)
 
+    def kept(self, mask: np.ndarray) -> PoisonSet:
+        """The points a keep mask leaves (a defense's choice), with their provenance."""
+        return PoisonSet(self.subpop_id, self.x[mask], self.y[mask], self.source_index[mask])
+
     @classmethod
     def empty(cls, input_shape: tuple[int, ...]) -> PoisonSet:
         """No poison: the clean victim's training set is the train split alone."""

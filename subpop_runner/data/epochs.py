@@ -32,6 +32,7 @@ class Rows(NamedTuple):
     poison_y: Tensor
     poison_victim: Tensor
     poison_slot: Tensor
+    keep: Tensor | None = None
 
 
 class Step(NamedTuple):
@@ -43,6 +44,7 @@ class Step(NamedTuple):
     poison_x: Tensor
     poison_y: Tensor
     poison_weight: Tensor
+    keep: Tensor | None = None
 
 
 @dataclass
@@ -67,20 +69,22 @@ class Epoch:
     poison_bounds: list[int]
     sizes: Tensor
     batch_size: int
+    keep: Tensor | None = None
 
     def rows(self, active: Tensor | None = None) -> Iterator[Rows]:
         """The epoch's mini-batches with each step's poison rows unpadded; with ``active``
         (ascending victim indices), only those victims' rows, victim ``active[i]`` as ``i``."""
         victim, slot, bounds = self.poison_victim, self.poison_slot, self.poison_bounds
-        poison_x, poison_y = self.poison_x, self.poison_y
+        poison_x, poison_y, keep = self.poison_x, self.poison_y, self.keep
         if active is not None and len(active) < len(self.sizes):
             position = torch.full((len(self.sizes),), -1, device=victim.device)
             position[active] = torch.arange(len(active), device=victim.device)
-            keep = position[victim] >= 0
-            kept_before = torch.cat([keep.new_zeros(1, dtype=torch.long), keep.cumsum(0)])
+            selected = position[victim] >= 0
+            kept_before = torch.cat([selected.new_zeros(1, dtype=torch.long), selected.cumsum(0)])
             bounds = kept_before[bounds].tolist()
-            victim, slot = position[victim[keep]], slot[keep]
-            poison_x, poison_y = poison_x[keep], poison_y[keep]
+            victim, slot = position[victim[selected]], slot[selected]
+            poison_x, poison_y = poison_x[selected], poison_y[selected]
+            keep = None if self.keep is None else self.keep[:, active]
         for i, start in enumerate(range(0, len(self.y), self.batch_size)):
             lo, hi, end = bounds[i], bounds[i + 1], start + self.batch_size
             yield Rows(
@@ -90,13 +94,14 @@ class Epoch:
                 poison_y[lo:hi],
                 victim[lo:hi],
                 slot[lo:hi],
+                None if keep is None else keep[start:end],
             )
 
     def steps(self, active: Tensor | None = None) -> Iterator[Step]:
         """`rows` with each step's poison rows padded to ``[V, r, d]``, for heads that compute
         every victim's poison rows in one batched product."""
         n_victims = len(self.sizes) if active is None else len(active)
-        for x, y, poison_x, poison_y, victim, slot in self.rows(active):
+        for x, y, poison_x, poison_y, victim, slot, keep in self.rows(active):
             width = int(slot.max()) + 1 if len(slot) else 0
             padded = poison_x.new_zeros(n_victims, width, *self.x.shape[1:])
             labels = poison_y.new_zeros(n_victims, width)
@@ -104,21 +109,29 @@ class Epoch:
             padded[victim, slot] = poison_x
             labels[victim, slot] = poison_y
             weight[victim, slot] = 1.0
-            yield Step(x, y, padded, labels, weight)
+            yield Step(x, y, padded, labels, weight, keep)
 
 
 class PoisonedEpochs(IterableDataset):
-    """Yields one freshly shuffled `Epoch` per pass, from a seeded generator."""
+    """Yields one freshly shuffled `Epoch` per pass, from a seeded generator; ``keep``: each
+    victim's train rows (all when None)."""
 
     def __init__(
-        self, train: Part, poison_sets: Sequence[PoisonSet], batch_size: int, seed: int
+        self,
+        train: Part,
+        poison_sets: Sequence[PoisonSet],
+        batch_size: int,
+        seed: int,
+        keep: np.ndarray | None = None,
     ) -> None:
         self.x, self.y = torch.from_numpy(train.x), torch.from_numpy(train.y)
         self.poison_x = torch.from_numpy(np.concatenate([p.x for p in poison_sets]))
         self.poison_y = torch.from_numpy(np.concatenate([p.y for p in poison_sets]))
         counts = torch.tensor([len(p) for p in poison_sets])
         self.poison_victim = torch.repeat_interleave(torch.arange(len(poison_sets)), counts)
-        self.sizes = (len(self.y) + counts).float()
+        self.keep = None if keep is None else torch.from_numpy(keep.T.astype(np.float32))
+        kept = len(self.y) if keep is None else torch.from_numpy(keep.sum(1))
+        self.sizes = (kept + counts).float()
         self.batch_size = min(batch_size, len(self.y))
         self.n_steps = -(-len(self.y) // self.batch_size)
         self.generator = torch.Generator().manual_seed(seed)
@@ -139,4 +152,5 @@ class PoisonedEpochs(IterableDataset):
             bounds.tolist(),
             self.sizes,
             self.batch_size,
+            None if self.keep is None else self.keep[order],
         )

@@ -155,6 +155,8 @@ class BertClassifier(Bert):
     in ``BertForSequenceClassification``; ``trainable`` is "all" (BERT-FT) or "last_block"
     (BERT-LL: the final block, the pooler and the classifier)."""
 
+    penultimate = "pooled"
+
     def __init__(
         self,
         *,
@@ -222,6 +224,8 @@ class BertLastBlock(nn.Module):
     """BERT-LL's trainable part: the final block, the pooler and a new classifier, reading
     `BertBelowLastBlock`'s cached states. Layers: the frozen input (``block{N-1}``), the final
     block's output (``block{N}``) and ``pooled``."""
+
+    penultimate = "pooled"
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class Conv(nn.Module):
     and the flattened input of the dense layer ("penultimate")."""
 
     layers = ("input", *(f"pool{s}" for s in range(SCALES)), "penultimate")
+    penultimate = "penultimate"
 
     def __init__(
         self,
@@ -54,6 +55,10 @@ class Conv(nn.Module):
             side = image_size // 2**SCALES
             self.dense = nn.Linear(n_classes * side * side, n_classes)
             _glorot(self.dense)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.dense
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dense(self.representation(x, "penultimate"))

@@ -26,6 +26,7 @@ class LinearHead(L.LightningModule):
     """``n_victims`` linear softmax classifiers trained for ``epochs`` epochs as one module."""
 
     layers = ("logits",)
+    penultimate = None  # its input, the features it reads
 
     def __init__(
         self,
@@ -72,6 +73,13 @@ class LinearHead(L.LightningModule):
         return torch.cat(parts, dim=1).cpu()
 
     @torch.no_grad()
+    def last_layer(self) -> tuple[Tensor, Tensor]:
+        """Every victim's weights ``[V, C, d]`` and bias ``[V, C]``."""
+        n_features = self.weights.shape[0]
+        weights = self.weights.detach().view(n_features, self.n_victims, self.n_classes)
+        return weights.permute(1, 2, 0).cpu(), self.bias.detach().view(self.n_victims, -1).cpu()
+
+    @torch.no_grad()
     def representation(self, x: Tensor, layer: str) -> Tensor:
         if layer not in self.layers:
             raise ValueError(f"no layer {layer!r}; valid: {', '.join(self.layers)}")
@@ -83,23 +91,37 @@ class LinearHead(L.LightningModule):
         optimizer = self.optimizers().optimizer
         for rows in epoch.rows():
             optimizer.zero_grad(set_to_none=True)
-            self._loss(*rows[:5]).backward()
+            loss = self._loss(
+                rows.x, rows.y, rows.poison_x, rows.poison_y, rows.poison_victim, rows.keep
+            )
+            loss.backward()
             optimizer.step()
         if self.current_epoch + 1 >= self.epochs:
             self.stopped.fill_(True)
             self.trainer.should_stop = True
 
-    def _loss(self, x: Tensor, y: Tensor, poison_x: Tensor, poison_y: Tensor, victim: Tensor):
+    def _loss(
+        self,
+        x: Tensor,
+        y: Tensor,
+        poison_x: Tensor,
+        poison_y: Tensor,
+        victim: Tensor,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         """Sum over victims of each victim's mean cross-entropy on its batch: the shared rows
-        and the poison rows of that victim (``victim`` names each poison row's victim)."""
+        it keeps (``keep [n, V]``, all when None) and the poison rows of that victim
+        (``victim`` names each poison row's victim)."""
         n_victims, n_classes = self.n_victims, self.n_classes
         logits = torch.addmm(self.bias, x, self.weights).view(-1, n_classes)
-        per_victim = (
-            nn.functional.cross_entropy(logits, y.repeat_interleave(n_victims), reduction="none")
-            .view(len(y), n_victims)
-            .sum(0)
-        )
-        count = len(y) + torch.bincount(victim, minlength=n_victims)
+        shared = nn.functional.cross_entropy(
+            logits, y.repeat_interleave(n_victims), reduction="none"
+        ).view(len(y), n_victims)
+        if keep is not None:
+            shared = shared * keep
+        per_victim = shared.sum(0)
+        kept = len(y) if keep is None else keep.sum(0)
+        count = (kept + torch.bincount(victim, minlength=n_victims)).clamp(min=1)
         if len(victim):
             # Each poison row meets only its own victim's columns: a gather of P heads, not
             # a product with all V of them.

@@ -46,6 +46,7 @@ class MLP(L.LightningModule):
     """
 
     layers = ("hidden",)
+    penultimate = "hidden"  # the last layer's input
 
     def __init__(
         self,
@@ -108,6 +109,13 @@ class MLP(L.LightningModule):
             raise ValueError(f"no layer {layer!r}; valid: {', '.join(self.layers)}")
         w1, b1, _, _ = self.views(self.weights)
         return _shared_hidden(x.to(self.device), w1, b1).permute(2, 0, 1).cpu()
+
+    @torch.no_grad()
+    def last_layer(self) -> tuple[Tensor, Tensor]:
+        """Every victim's output layer: weights ``[V, outputs, hidden]``, bias ``[V, outputs]``
+        (one logistic output for two classes)."""
+        _, _, w2, b2 = self.views(self.weights.detach())
+        return w2.permute(2, 0, 1).cpu(), b2.T.cpu()
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[V, n, outputs]`` of every victim for shared ``x [n, d]``."""
@@ -179,6 +187,7 @@ def loss_and_gradients(
     poison_x: Tensor,
     poison_y: Tensor,
     poison_weight: Tensor,
+    keep: Tensor | None,
     w1: Tensor,
     b1: Tensor,
     w2: Tensor,
@@ -189,14 +198,19 @@ def loss_and_gradients(
     w.r.t. ``(w1, b1, w2, b2)`` (laid out as in `MLP`).
 
     Shared rows ``x [n, d]`` go through every victim; victim v's own poison rows are
-    ``poison_x[v]`` where ``poison_weight[v]`` is 1 (0 marks padding). The loss is the mean row
-    loss plus ``0.5 * l2 * ||W||^2``, both divided by the victim's batch size.
+    ``poison_x[v]`` where ``poison_weight[v]`` is 1 (0 marks padding); ``keep [n, V]``, when
+    given, weighs the shared rows per victim (0: a row a defense removed from that victim).
+    The loss is the mean row loss plus ``0.5 * l2 * ||W||^2``, both divided by the victim's
+    batch size.
     """
-    count = len(y) + poison_weight.sum(1)
+    shared = len(y) if keep is None else keep.sum(0)
+    # A victim whose block a defense emptied still takes its L2 step (batch size 1, not 0).
+    count = (shared + poison_weight.sum(1)).clamp_(min=1)
     scale = 1.0 / count
     hidden = _shared_hidden(x, w1, b1)
-    row_loss, d_hidden, grad_w2, grad_b2 = _head(hidden, y.unsqueeze(1), scale[None], w2, b2)
-    loss = row_loss.sum(0)
+    row_scale = scale[None] if keep is None else keep * scale
+    row_loss, d_hidden, grad_w2, grad_b2 = _head(hidden, y.unsqueeze(1), row_scale, w2, b2)
+    loss = (row_loss if keep is None else row_loss * keep).sum(0)
     grad_w1 = (x.T @ d_hidden.view(len(x), -1)).view_as(w1)
     grad_b1 = d_hidden.sum(0)
     if poison_x.shape[1]:  # some victim has poison rows in this step

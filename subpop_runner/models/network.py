@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @runtime_checkable
@@ -26,6 +26,12 @@ class Network(Protocol):
 
     layers: tuple[str, ...]
     """Names `representation` accepts, from the input to the last layer; always "input"."""
+
+    penultimate: str
+    """The layer whose activations the last layer reads (what defenses inspect)."""
+
+    classifier: nn.Linear
+    """The last layer: logits = classifier(representation(x, penultimate))."""
 
     def __call__(self, x: Tensor) -> Tensor:
         """Logits ``[n, n_classes]`` for images ``[n, C, H, W]``."""

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
+from subpop_runner.training.victims import PENULTIMATE, Victims, kept_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,32 @@ class SklearnMLP:
             )
 
     def fit(
-        self, train: Part, poison_sets: Sequence[PoisonSet], fit: object, description: str = ""
+        self,
+        train: Part,
+        poison_sets: Sequence[PoisonSet],
+        fit: object,
+        description: str = "",
+        keep: Sequence[np.ndarray] | None = None,
     ) -> SklearnVictims:
+        """One fit per poison set on ``train ∪ poison`` (restricted per victim by ``keep``)."""
         seed = fit.seed
+        train_keep, poison_sets = kept_rows(len(train), poison_sets, keep)
 
-        def one(poison: PoisonSet) -> MLPClassifier:
+        def one(poison: PoisonSet, rows: np.ndarray | None) -> MLPClassifier:
             model = MLPClassifier(
                 hidden_layer_sizes=(self.hidden_units,),
                 max_iter=self.max_iter,
                 random_state=seed,
             )
-            return model.fit(
-                np.concatenate([train.x, poison.x]),
-                np.concatenate([train.y, poison.y]),
-            )
+            x, y = (train.x, train.y) if rows is None else (train.x[rows], train.y[rows])
+            rows = np.concatenate([x, poison.x])
+            return model.fit(rows.reshape(len(rows), -1), np.concatenate([y, poison.y]))
 
         bar = tqdm(poison_sets, desc=description or "victims", unit="victim", leave=False)
-        models = Parallel(n_jobs=self.n_jobs)(delayed(one)(p) for p in bar)
+        models = Parallel(n_jobs=self.n_jobs)(
+            delayed(one)(p, None if train_keep is None else train_keep[v])
+            for v, p in enumerate(bar)
+        )
         epochs = [m.n_iter_ for m in models]
         log.info(
             "fitted %d %s with scikit-learn, %d-%d epochs",
@@ -88,21 +98,26 @@ class SklearnMLP:
 
 
 @dataclass
-class SklearnVictims:
-    """Fitted ``MLPClassifier``s, in the order of their poison sets (the `Victims` protocol)."""
+class SklearnVictims(Victims):
+    """Fitted ``MLPClassifier``s, in the order of their poison sets."""
 
     models: list[MLPClassifier] = field(repr=False)
     device: str = "cpu"
+
+    def __len__(self) -> int:
+        return len(self.models)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         rows = x.reshape(len(x), -1)
         return np.stack([m.predict_proba(rows) for m in self.models])
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_proba(x).argmax(-1)
+    def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The output layer: one logistic unit for two classes, as in `MLP`."""
+        return [(m.coefs_[-1].T, m.intercepts_[-1]) for m in self.models]
 
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
         rows = x.reshape(len(x), -1)
+        layer = "hidden" if layer == PENULTIMATE else layer
         if layer == "input":
             return np.broadcast_to(rows, (len(self.models), *rows.shape))
         if layer == "hidden":  # MLPClassifier's ReLU hidden layer

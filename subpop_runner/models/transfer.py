@@ -20,6 +20,8 @@ TRAINABLE = ("head", "all")
 class Transfer(nn.Module):
     """``backbone`` plus a linear head; layers are the backbone's and "logits"."""
 
+    penultimate = "pooled"
+
     def __init__(
         self,
         *,
@@ -51,6 +53,10 @@ class Transfer(nn.Module):
         if self.trainable == "head":
             self.backbone.eval()
         return self
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.head
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.pooled_features(x))

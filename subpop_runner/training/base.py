@@ -1,5 +1,5 @@
-"""What every training regime shares: the `Fit` settings a regime trains with, the `Victims`
-it returns, and the device/progress helpers.
+"""What every training regime shares: the `Fit` settings a regime trains with and the
+device/progress helpers; the `Victims` it returns are in `subpop_runner.training.victims`.
 
 A model config names a regime (``_target_``) and the model family's parts; the regime turns
 (train set, many poison sets) into `Victims`. No regime names a concrete model, and no model
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,25 +56,6 @@ class Fit:
     def max_epochs(self) -> int | None:
         """The trainer config's epoch cap (``size=smoke`` lowers it for every family)."""
         return getattr(self.trainer, "keywords", {}).get("max_epochs")
-
-
-class Victims(ABC):
-    """Trained victims, in the order of the poison sets they were trained on; ``device`` is
-    where they trained."""
-
-    device: str
-
-    @abstractmethod
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[n_victims, n, classes]``."""
-
-    @abstractmethod
-    def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
-        """Activations at a named layer, flattened: ``[n_victims, n, d]``."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted labels ``[n_victims, n]``."""
-        return self.predict_proba(x).argmax(-1)
 
 
 def digest(x: np.ndarray) -> str:

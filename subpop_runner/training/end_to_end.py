@@ -39,8 +39,9 @@ from tqdm.auto import tqdm
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part, Splits
-from subpop_runner.training.base import Fit, Victims, describe_device, span, unknown_layer
+from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
 from subpop_runner.training.frozen import FrozenFeatures
+from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims, kept_rows
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,11 @@ class EndToEnd:
         poison_sets: Sequence[PoisonSet],
         fit: Fit,
         description: str = "victims",
+        keep: Sequence[np.ndarray] | None = None,
     ) -> NetworkVictims:
+        """One network per poison set on ``train ∪ poison``, restricted per victim by
+        ``keep`` (see `kept_rows`)."""
+        train_keep, poison_sets = kept_rows(len(train), poison_sets, keep)
         n_classes = fit.splits.n_classes if fit.splits is not None else int(train.y.max()) + 1
         epochs = min(self.epochs, fit.max_epochs or self.epochs)
         frozen = self._frozen
@@ -153,7 +158,11 @@ class EndToEnd:
                 seeds = [fit.seed + start + i for i in range(len(part))]
                 L.seed_everything(seeds[0], workers=False, verbose=False)
                 built = [self.build(shape, n_classes, seed) for seed in seeds]
-                most = len(train) + max(len(p) for p in part)
+                kept = None if train_keep is None else train_keep[start : start + size]
+                most = max(
+                    (len(train) if kept is None else int(kept[i].sum())) + len(p)
+                    for i, p in enumerate(part)
+                )
                 recipe = Recipe(
                     self.learning_rate,
                     self.optimizer,
@@ -162,10 +171,11 @@ class EndToEnd:
                 )
                 if len(part) == 1:
                     module = NetworkVictim(built[0], recipe, self.augment)
-                    data = ShuffledBatches(train, part[0], self.batch_size, seeds[0])
+                    only = None if kept is None else kept[0]
+                    data = ShuffledBatches(train, part[0], self.batch_size, seeds[0], only)
                 else:
                     module = StackedVictims(built, recipe, self.augment)
-                    data = StackedBatches(train, part, self.batch_size, seeds[0])
+                    data = StackedBatches(train, part, self.batch_size, seeds[0], kept)
                 trainer = fit.trainer(**fit.quiet, enable_progress_bar=False, max_epochs=epochs)
                 trainer.fit(module, DataLoader(data, batch_size=None))
                 device = describe_device(trainer.strategy.root_device)
@@ -307,16 +317,25 @@ class StackedBatches(IterableDataset):
     """Batches ``x [V, B, ...]``, ``y [V, B]`` for stacked victims: victim v's rows are
     train ∪ its own poison set, shuffled with its own order each epoch. Victims whose set is
     smaller than the largest continue into a fresh shuffle of their own rows to fill the
-    epoch's steps (a few % of an epoch at most, as poison sets are small next to train)."""
+    epoch's steps (a few % of an epoch at most, as poison sets are small next to train).
+    ``keep [V, n_train]``: each victim's train rows (all when None)."""
 
     def __init__(
-        self, train: Part, poison_sets: Sequence[PoisonSet], batch_size: int, seed: int
+        self,
+        train: Part,
+        poison_sets: Sequence[PoisonSet],
+        batch_size: int,
+        seed: int,
+        keep: np.ndarray | None = None,
     ) -> None:
         self.rows_of = TrainAndPoison(train, poison_sets)
         starts = np.cumsum([len(train), *(len(p) for p in poison_sets)])
+        every = np.arange(len(train))
         self.rows = [
-            torch.from_numpy(np.concatenate([np.arange(len(train)), np.arange(lo, hi)]))
-            for lo, hi in zip(starts[:-1], starts[1:], strict=True)
+            torch.from_numpy(
+                np.concatenate([every if keep is None else np.flatnonzero(keep[v]), own])
+            )
+            for v, own in enumerate(map(np.arange, starts[:-1], starts[1:]))
         ]
         self.length = max(len(r) for r in self.rows)
         self.batch_size = batch_size
@@ -336,16 +355,30 @@ class StackedBatches(IterableDataset):
 
 
 class ShuffledBatches(IterableDataset):
-    """One epoch per pass over train ∪ a poison set: the rows shuffled with a seeded
-    generator, cut into batches."""
+    """One epoch per pass over train ∪ a poison set (the train rows ``keep`` marks, all
+    when None): the rows shuffled with a seeded generator, cut into batches."""
 
-    def __init__(self, train: Part, poison: PoisonSet, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        train: Part,
+        poison: PoisonSet,
+        batch_size: int,
+        seed: int,
+        keep: np.ndarray | None = None,
+    ) -> None:
         self.rows_of = TrainAndPoison(train, [poison])
+        self.rows = None
+        if keep is not None:
+            own = np.arange(len(train), len(self.rows_of))
+            self.rows = torch.from_numpy(np.concatenate([np.flatnonzero(keep), own]))
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = torch.randperm(len(self.rows_of), generator=self.generator)
+        if self.rows is None:
+            order = torch.randperm(len(self.rows_of), generator=self.generator)
+        else:
+            order = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
         for start in range(0, len(order), self.batch_size):
             yield self.rows_of[order[start : start + self.batch_size]]
 
@@ -385,18 +418,42 @@ class NetworkVictims(Victims):
     batch_size: int = 512
     inputs: Callable[[np.ndarray], np.ndarray] | None = None  # a frozen front, cached
 
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        layers = [n.classifier for n in self.networks]
+        return [(c.weight.detach().numpy().copy(), c.bias.detach().numpy().copy()) for c in layers]
+
+    def on_rows(
+        self, shared: np.ndarray, own: Sequence[np.ndarray], what: str
+    ) -> Iterator[np.ndarray]:
+        """One network at a time: a grid's representations of every row would not fit."""
+        shared = shared if self.inputs is None else self.inputs(shared)
+        for network, rows in zip(self.networks, own, strict=True):
+            rows = rows if self.inputs is None else self.inputs(rows)
+            x = np.concatenate([shared, rows.astype(shared.dtype)]) if len(rows) else shared
+            yield self._apply(network, x, self._output(network, what))
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = x if self.inputs is None else self.inputs(x)
-        return np.stack([self._apply(n, x, lambda n, b: n(b).softmax(-1)) for n in self.networks])
+        return np.stack([self._apply(n, x, self._output(n, PROBA)) for n in self.networks])
 
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
-        layers = getattr(self.networks[0], "layers", ("input",))
+        x = x if self.inputs is None else self.inputs(x)
+        return np.stack([self._apply(n, x, self._output(n, layer)) for n in self.networks])
+
+    @staticmethod
+    def _output(network: nn.Module, what: str) -> Callable:
+        """What `_apply` computes for ``what``: probabilities, or a layer (``penultimate``:
+        the network's own name for its last layer's input)."""
+        if what == PROBA:
+            return lambda n, b: n(b).softmax(-1)
+        layer = network.penultimate if what == PENULTIMATE else what
+        layers = getattr(network, "layers", ("input",))
         if layer not in layers:
             raise unknown_layer(layer, layers)
-        x = x if self.inputs is None else self.inputs(x)
-        return np.stack(
-            [self._apply(n, x, lambda n, b: n.representation(b, layer)) for n in self.networks]
-        )
+        return lambda n, b: n.representation(b, layer)
 
     def _apply(self, network: nn.Module, x: np.ndarray, output: Callable) -> np.ndarray:
         """``output(network, batch)`` over ``x`` in batches, on the training device."""

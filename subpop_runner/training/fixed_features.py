@@ -32,14 +32,9 @@ from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.epochs import PoisonedEpochs
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
-from subpop_runner.training.base import (
-    Fit,
-    Victims,
-    describe_device,
-    span,
-    unknown_layer,
-)
+from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
 from subpop_runner.training.frozen import FrozenFeatures
+from subpop_runner.training.victims import PENULTIMATE, Victims, kept_rows
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +47,12 @@ class HeadModule(Protocol):
     batch_size: int
     n_victims: int
     stopped: Tensor
+    penultimate: str | None
+    """The layer feeding the last layer, or None when that is the head's input."""
 
     def predict_proba(self, x: Tensor) -> Tensor: ...
+
+    def last_layer(self) -> tuple[Tensor, Tensor]: ...
 
     def representation(self, x: Tensor, layer: str) -> Tensor: ...
 
@@ -124,8 +123,11 @@ class FixedFeatures:
         poison_sets: Sequence[PoisonSet],
         fit: Fit,
         description: str = "victims",
+        keep: Sequence[np.ndarray] | None = None,
     ) -> HeadVictims:
-        """One victim per poison set on ``train ∪ poison``; see the module docstring."""
+        """One victim per poison set on ``train ∪ poison`` (restricted per victim by ``keep``,
+        see `kept_rows`); see the module docstring."""
+        train_keep, poison_sets = kept_rows(len(train), poison_sets, keep)
         train_features = Part(self.features(train.x, fit), train.y)
         n_features = train_features.x.shape[1]
         sets = [self._poison_features(p, fit, train_features.x) for p in poison_sets]
@@ -149,7 +151,10 @@ class FixedFeatures:
                 module = self.head(
                     n_features=n_features, n_classes=n_classes, n_victims=len(part), seed=seed
                 )
-                data = PoisonedEpochs(train_features, part, probe.batch_size, seed=seed)
+                chunk_keep = None if train_keep is None else train_keep[start : start + size]
+                data = PoisonedEpochs(
+                    train_features, part, probe.batch_size, seed=seed, keep=chunk_keep
+                )
                 trainer = fit.trainer(
                     **fit.quiet, enable_progress_bar=False, callbacks=[VictimProgress(bar)]
                 )
@@ -193,15 +198,27 @@ class HeadVictims(Victims):
     regime: FixedFeatures = field(repr=False)
     fit: Fit = field(repr=False)
 
+    def __len__(self) -> int:
+        return sum(m.n_victims for m in self.chunks)
+
+    def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        pairs = [m.last_layer() for m in self.chunks]
+        weights = torch.cat([w for w, _ in pairs]).numpy()
+        bias = torch.cat([b for _, b in pairs]).numpy()
+        return list(zip(weights, bias, strict=True))
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         features = torch.from_numpy(self.regime.features(x, self.fit))
         return np.concatenate([m.predict_proba(features).numpy() for m in self.chunks])
 
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
         """Backbone layers are the same for every victim (it is frozen); head layers are
-        each victim's own."""
-        n_victims = sum(m.n_victims for m in self.chunks)
+        each victim's own. ``penultimate`` is the head's (the MLP's hidden layer), or the
+        features a single-layer head reads."""
+        n_victims = len(self)
         backbone = self.regime.backbone
+        if layer == PENULTIMATE:
+            layer = self.chunks[0].penultimate or (POOLED if backbone is not None else "input")
         if layer == "input":
             shared = x.reshape(len(x), -1)
         elif backbone is not None and layer == POOLED:

@@ -37,23 +37,27 @@ def test_multiclass_victims_learn_separable_classes():
     assert accuracy.min() > 0.95
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_gradients_are_those_of_sklearns_batch_loss(n_classes):
+def test_gradients_are_those_of_sklearns_batch_loss(n_classes, masked):
     """The hand-derived gradients equal autograd's on each victim's own batch: the shared rows
-    plus its poison rows, mean loss + 0.5 * l2 * ||W||^2 / batch size."""
+    it keeps plus its poison rows, mean loss + 0.5 * l2 * ||W||^2 / batch size."""
     torch.manual_seed(0)
     module = MLP(n_features=4, n_classes=n_classes, n_victims=3, l2=0.1)
     x, y = torch.randn(7, 4), torch.randint(0, n_classes, (7,))
     poison_x, poison_y = torch.randn(3, 2, 4), torch.randint(0, n_classes, (3, 2))
     poison_weight = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    keep = (torch.rand(7, 3) < 0.6).float() if masked else None
     layers = module.views(module.weights.detach())
     loss, count, grads = loss_and_gradients(
-        x, y, poison_x, poison_y, poison_weight, *layers, module.l2
+        x, y, poison_x, poison_y, poison_weight, keep, *layers, module.l2
     )
     for v in range(3):
         w1, b1, w2, b2 = (p[..., v].clone().requires_grad_() for p in layers)
         own = poison_weight[v] > 0
-        rows, labels = torch.cat([x, poison_x[v][own]]), torch.cat([y, poison_y[v][own]])
+        kept = torch.ones(7, dtype=torch.bool) if keep is None else keep[:, v] > 0
+        rows = torch.cat([x[kept], poison_x[v][own]])
+        labels = torch.cat([y[kept], poison_y[v][own]])
         logits = torch.relu(rows @ w1 + b1) @ w2.T + b2
         if n_classes == 2:
             data_loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
