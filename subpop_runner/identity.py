@@ -38,7 +38,7 @@ STAGE_GROUPS = {
 # What a stage's result depends on besides its own inputs.
 STAGE_CONFIG = ("dataset", "model", "trainer", "seed")
 # A job runs every group; the pipeline module brings in the steps, metrics and tracking.
-JOB_GROUPS = ("dataset", "model", "selector", "attack", "trainer")
+JOB_GROUPS = ("dataset", "model", "selector", "attack", "defense", "trainer")
 SHARED_CODE = ("subpop_runner.stages", "subpop_runner.training.base")
 
 

@@ -8,17 +8,31 @@ For a subpopulation S and a victim trained on D ∪ D_p:
 Worst-k is the mean target damage of the k attacked subpopulations with the largest target
 damage; the collateral reported beside it is the mean collateral of the worst 5 (Table 4),
 over those of them with test points outside S (``collateral_damage/worst5_n`` counts them).
+
+With a defense, ``target_damage`` stays the undefended victim's (before) and
+``defended_target_damage`` is the defended victim's (after), both against the same clean
+victim, so a defense's own cost to S counts as damage (paper Sec. 7.1, Figure 2). The worst-k
+of a defended run are the subpopulations the attack damaged most without the defense, so the
+``defended_*/worst{k}`` means are the same subpopulations after: before and after pair up per
+subpopulation and seed. What the defense removed is compared with the provenance here, after
+the defense has run: ``poison_found`` (recall), ``poison_precision``, ``removed_fraction``
+(of the victim's training rows), and the fractions of the clean rows inside and outside S
+that it removed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.selectors.base import Selection
+
+if TYPE_CHECKING:
+    from subpop_runner.defenses.base import Defended
 
 WORST_K = (1, 5, 10)
 
@@ -71,6 +85,74 @@ def subpop_table(
     return pd.DataFrame(rows)
 
 
+DEFENSE_COLUMNS = (
+    "defended_target_damage",
+    "defended_collateral_damage",
+    "defended_accuracy",
+    "poison_found",
+    "poison_precision",
+    "removed_fraction",
+    "clean_removed_in_subpop",
+    "clean_removed_outside",
+    "defense_rounds",
+)
+
+
+def with_defense(
+    table: pd.DataFrame,
+    selection: Selection,
+    poison_sets: Sequence[PoisonSet],
+    keep: Sequence[np.ndarray],
+    defended: Defended,
+    clean_pred: np.ndarray,
+    defended_pred: np.ndarray,
+    y_test: np.ndarray,
+) -> pd.DataFrame:
+    """``table`` with the `DEFENSE_COLUMNS` of each attacked subpopulation; ``keep[v]`` is
+    victim v's mask over its train rows then its poison rows."""
+    by_id = {s.id: s for s in selection.candidates}
+    rows = []
+    for v, (poison, kept) in enumerate(zip(poison_sets, keep, strict=True)):
+        subpop = by_id[poison.subpop_id]
+        n_train = len(kept) - len(poison)
+        train_kept, poison_kept = kept[:n_train], kept[n_train:]
+        removed, poison_removed = int((~kept).sum()), int((~poison_kept).sum())
+        after = damage(clean_pred, defended_pred[v], y_test, subpop.test)
+        rows.append(
+            {
+                "id": subpop.id,
+                "defended_target_damage": after["target_damage"],
+                "defended_collateral_damage": after["collateral_damage"],
+                "defended_accuracy": float((defended_pred[v] == y_test).mean()),
+                "poison_found": _share(poison_removed, len(poison)),
+                "poison_precision": _share(poison_removed, removed),
+                "removed_fraction": _share(removed, len(kept)),
+                "clean_removed_in_subpop": _share(
+                    int((~train_kept & subpop.train).sum()), int(subpop.train.sum())
+                ),
+                "clean_removed_outside": _share(
+                    int((~train_kept & ~subpop.train).sum()), int((~subpop.train).sum())
+                ),
+                "defense_rounds": defended.rounds[v],
+            }
+        )
+    return table.merge(pd.DataFrame(rows), on="id", how="left")
+
+
+def defense_details(poison_sets: Sequence[PoisonSet], details: Sequence[dict]) -> pd.DataFrame:
+    """A defense's per-victim report (activation clustering: per class), one row per entry."""
+    rows = [
+        {"subpop_id": poison.subpop_id, "class": key, **value}
+        for poison, report in zip(poison_sets, details, strict=True)
+        for key, value in report.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else float("nan")
+
+
 def summarize(table: pd.DataFrame, clean_accuracy: float) -> dict[str, float]:
     """The experiment's headline numbers (metric keys as logged to MLflow)."""
     attacked = table[table["status"] == "attacked"].sort_values(
@@ -98,6 +180,20 @@ def summarize(table: pd.DataFrame, clean_accuracy: float) -> dict[str, float]:
         0 if collateral is None else collateral.notna().sum()
     )
     summary["target_damage/mean"] = _mean(attacked.get("target_damage"))
+    if "defended_target_damage" in attacked:
+        summary |= defense_summary(attacked)
+    return summary
+
+
+def defense_summary(attacked: pd.DataFrame) -> dict[str, float]:
+    """Means of the defense columns over the undefended worst-k and over every attacked
+    subpopulation, and the worst-k damage reduction (before − after, same subpopulations)."""
+    summary = {}
+    reduction = attacked["target_damage"] - attacked["defended_target_damage"]
+    for scope, rows in [*((f"worst{k}", attacked.head(k)) for k in WORST_K), ("mean", attacked)]:
+        for column in DEFENSE_COLUMNS:
+            summary[f"{column}/{scope}"] = _mean(rows[column].dropna())
+        summary[f"target_damage_reduction/{scope}"] = _mean(reduction.loc[rows.index])
     return summary
 
 

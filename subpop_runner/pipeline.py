@@ -18,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from subpop_runner.attacks.base import PoisonSet, check_memory
 from subpop_runner.data.splits import Splits
+from subpop_runner.defenses.base import TrainingRows
 from subpop_runner.errors import ConfigError
 from subpop_runner.identity import inputs, job_key, stage_code
-from subpop_runner.metrics import subpop_table, summarize
+from subpop_runner.metrics import defense_details, subpop_table, summarize, with_defense
 from subpop_runner.schema import plain
 from subpop_runner.stages import clean_victim, surrogate_features
 from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
@@ -59,15 +60,18 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
     started = time.perf_counter()
     job = job or JobInfo(experiment_name(cfg), cfg.name or "run", {})
     dataset, selector, attack = (build(cfg, k) for k in ("dataset", "selector", "attack"))
+    defense = build(cfg, "defense") if "_target_" in cfg.defense else None
     tracker, stages = build(cfg, "tracking"), build(cfg, "cache")
     stages.check()
     splits = dataset.load(cfg.seed)  # 1. split
     data_files = dataset.fingerprint()
     params = flatten(plain(cfg))
+    if hasattr(defense, "oracle_m"):
+        params["defense.oracle_m"] = str(defense.oracle_m).lower()
     tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
     if not cfg.dataset.verify:
         tags["dataset.verify"] = "false"
-    regime = checked_model(cfg, splits, selector, tracker, job, params, tags)
+    regime = checked_model(cfg, splits, selector, defense, tracker, job, params, tags)
     tracker.check()
     # What the clean victim, surrogate and clustering depend on, besides their own parts.
     upstream = inputs(cfg, data_files)
@@ -112,24 +116,50 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         poison_sets = [
             attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed) for s in selection.attacked
         ]
-        # 4. defend: no defense family is configured yet; victims train on train ∪ poison.
-        # 5. train
+        # 4. defend and 5. train: every victim trains on train ∪ its poison; a defense starts
+        # from those victims (TRIM's first model, the one the others inspect), sees their rows
+        # without provenance, and trains the defended victims on the rows it keeps.
         poisoned = train(splits.train, poison_sets, description="poisoned victims")
+        defended = None
+        if defense is not None:
+            rows = TrainingRows(
+                (splits.train.x, splits.train.y),
+                [(p.x, p.y) for p in poison_sets],
+                splits.n_classes,
+                partial(train, splits.train, poison_sets, description="defended victims"),
+                cfg.seed,
+            )
+            defended = defense(rows, poisoned)
+            keep = rows.in_training_order(defended.keep)
         # 6. measure
         predictions = poisoned.predict(splits.test.x)
         table = subpop_table(
             selection, poison_sets, clean["pred_test"], predictions, splits.test.y
         )
+        if defended is not None:
+            table = with_defense(
+                table,
+                selection,
+                poison_sets,
+                keep,
+                defended,
+                clean["pred_test"],
+                defended.victims.predict(splits.test.x),
+                splits.test.y,
+            )
         summary = summarize(table, float((clean["pred_test"] == splits.test.y).mean()))
+        if defended is not None:
+            summary["defense_seconds"] = defended.seconds
         run.log_metrics(summary | {"job_seconds": time.perf_counter() - started})
         run.set_tags(stages.tags() | {"device": poisoned.device})
-        run.log_files(
-            {
-                "subpops.csv": table,
-                "poison.csv": provenance(poison_sets),
-                "config.yaml": OmegaConf.to_yaml(plain(cfg)),
-            }
-        )
+        files = {
+            "subpops.csv": table,
+            "poison.csv": provenance(poison_sets),
+            "config.yaml": OmegaConf.to_yaml(plain(cfg)),
+        }
+        if defended is not None and defended.details:
+            files["defense_details.csv"] = defense_details(poison_sets, defended.details)
+        run.log_files(files)
     log.info(
         "clean accuracy %.3f; target damage worst-1/5/10: %.3f / %.3f / %.3f",
         summary["clean_accuracy"],
@@ -137,6 +167,18 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         summary["target_damage/worst5"],
         summary["target_damage/worst10"],
     )
+    if defended is not None:
+        log.info(
+            "defended (%s, %.1f s): worst-5 target damage %.3f -> %.3f; poison found %.2f, "
+            "precision %.2f, %.1f%% of rows removed",
+            cfg.defense._target_.rsplit(".", 1)[-1],
+            defended.seconds,
+            summary["target_damage/worst5"],
+            summary["defended_target_damage/worst5"],
+            summary["poison_found/mean"],
+            summary["poison_precision/mean"],
+            100 * summary["removed_fraction/mean"],
+        )
     return Result(summary, table, run.run_id)
 
 
@@ -144,6 +186,7 @@ def checked_model(
     cfg: DictConfig,
     splits: Splits,
     selector: object,
+    defense: object,
     tracker: object,
     job: JobInfo,
     params: dict,
@@ -156,6 +199,8 @@ def checked_model(
         regime = build(cfg, "model")
         regime.check(splits)
         selector.check(splits, regime.layers)
+        if defense is not None:
+            defense.check(len(splits.train), regime)
     except ConfigError as error:
         if job.parent_run_id is not None:
             tracker.failed_run(

@@ -334,6 +334,57 @@ class LabelFlipSchema(Schema):
     label_rule: str = value(one_of(LABEL_RULES))
 
 
+# --- defense ---------------------------------------------------------------------------------
+
+
+def open_fraction(high: float = 1.0) -> Check:
+    return Check(f"a number in (0, {high:g})", lambda v: 0 < v < high, f"{high:g}")
+
+
+@dataclass
+class NoDefenseSchema(Schema):
+    """``defense=none``: victims train on everything (the default)."""
+
+
+@dataclass
+class TrimSchema(Schema):
+    _target_: str = MISSING
+    rounds: int = value(at_least(1))
+    # Rows removed per victim: null = the true poison count (the oracle), or a number.
+    m: int | None = value(or_null(at_least(0)))
+    fraction: float | None = value(or_null(open_fraction()))
+
+    @classmethod
+    def relations(cls, node: DictConfig) -> Iterator[tuple[str, str, str]]:
+        if node.m is not None and node.fraction is not None:
+            yield "fraction", f"set with m={node.m}", "one of m and fraction, or neither"
+
+
+@dataclass
+class SeverSchema(Schema):
+    _target_: str = MISSING
+    rounds: int = value(at_least(1))
+    fraction: float = value(open_fraction(0.5))
+    iterations: int = value(at_least(1))
+
+
+@dataclass
+class ActivationClusteringSchema(Schema):
+    _target_: str = MISSING
+    components: int = value(at_least(1))
+    max_size: float = value(Check("a number in (0, 0.5]", lambda v: 0 < v <= 0.5, "0.6"))
+    min_silhouette: float = value(Check("a number in [-1, 1)", lambda v: -1 <= v < 1, "1"))
+    silhouette_sample: int = value(at_least(10))
+
+
+@dataclass
+class SpectralSignaturesSchema(Schema):
+    _target_: str = MISSING
+    # 1.5 * epsilon of each class is removed, so epsilon < 2/3.
+    epsilon: float = value(open_fraction(2 / 3))
+    centered: bool = value()
+
+
 # --- trainer, tracking, cache, top level -----------------------------------------------------
 
 
@@ -406,6 +457,7 @@ class ConfigSchema(Schema):
     model: Any = MISSING
     selector: Any = MISSING
     attack: Any = MISSING
+    defense: Any = MISSING
     trainer: Any = MISSING
     tracking: Any = MISSING
 
@@ -432,6 +484,11 @@ SCHEMAS = {
     "selector/cluster_match": ClusterMatchSchema,
     "selector/feature_match": FeatureMatchSchema,
     "attack/label_flip": LabelFlipSchema,
+    "defense/none": NoDefenseSchema,
+    "defense/trim": TrimSchema,
+    "defense/sever": SeverSchema,
+    "defense/activation_clustering": ActivationClusteringSchema,
+    "defense/spectral_signatures": SpectralSignaturesSchema,
     "trainer/lightning": TrainerSchema,
     "tracking/mlflow": TrackerSchema,
 }

@@ -380,10 +380,10 @@ def _quick_http(timeout_s: float) -> Iterator[None]:
 
 def experiment_name(cfg: Any) -> str:
     """The MLflow experiment a job logs to: the preset's ``name``, unless the command line
-    changed one of the preset's `NAMING_GROUPS` (then a name made of those choices), with
-    ``_smoke`` appended for every smoke size (``smoke``, ``smoke_text``, ``smoke_ft``). Reads
-    Hydra's runtime choices where there are any (a composed config outside a Hydra app has
-    none: then ``name`` or ``default``)."""
+    changed one of the preset's `NAMING_GROUPS` (then a name made of those choices), with a
+    non-default defense's name appended, and ``_smoke`` for every smoke size (``smoke``,
+    ``smoke_text``, ``smoke_ft``). Reads Hydra's runtime choices where there are any (a
+    composed config outside a Hydra app has none: then ``name`` or ``default``)."""
     hydra = cfg.get("hydra") if "hydra" in cfg else None
     if hydra is None:
         from hydra.core.hydra_config import HydraConfig
@@ -396,6 +396,9 @@ def experiment_name(cfg: Any) -> str:
         base = derived
     else:
         base = cfg.name or "default"
+    defense = choices.get("defense", "none")
+    if defense != "none":
+        base = f"{base}_{defense}"
     smoke = str(choices.get("size", "")).startswith("smoke")  # smoke, smoke_text, smoke_ft
     return f"{base}_smoke" if smoke else base
 

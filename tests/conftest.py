@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from subpop_runner.data.splits import Part, Splits
+from subpop_runner.training.victims import Victims
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,26 +93,29 @@ def blob_splits() -> Splits:
     return Splits(*(blob_part(rng, centers, 20) for _ in range(3)), class_names=("a", "b"))
 
 
-class FakeVictims:
+class FakeVictims(Victims):
     """Stands in for trained victims: even odds for every point, the input as every layer."""
 
     def __init__(self, n_victims: int) -> None:
         self.n_victims, self.device = n_victims, "fake"
 
+    def __len__(self) -> int:
+        return self.n_victims
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return np.full((self.n_victims, len(x), 2), 0.5)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_proba(x).argmax(-1)
-
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
         return np.repeat(x.reshape(len(x), -1)[None], self.n_victims, axis=0)
+
+    def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(np.zeros((2, 1)), np.zeros(2))] * self.n_victims
 
 
 def recording_trainer(calls: list):
     """A `train_victims` stand-in that records ``(description, part, poison_sets)``."""
 
-    def train(part: Part, poison_sets, description: str = "victims") -> FakeVictims:
+    def train(part: Part, poison_sets, description: str = "victims", keep=None) -> FakeVictims:
         calls.append((description, part, list(poison_sets)))
         return FakeVictims(len(poison_sets))
 

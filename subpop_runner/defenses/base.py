@@ -1,0 +1,140 @@
+"""What a defense sees and returns (paper Sec. 7; docs/architecture.md, "Defenses").
+
+A defense sees each victim's training rows as `TrainingRows`: their labels, the victims'
+outputs on them (per-row loss, probabilities, the ``penultimate`` representation) and a way to
+train victims on the rows it keeps. It never sees which rows are poison: each victim's rows
+come in an order of their own (a seeded shuffle of the shared train rows and the victim's
+poison rows), and nothing here carries provenance. It returns a keep mask and a score per row,
+per victim, and the victims trained on what it kept; the pipeline compares the masks with the
+provenance afterwards (`removal_report`).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from subpop_runner.errors import ConfigError
+from subpop_runner.training.victims import PROBA, Victims, cross_entropy
+
+
+class TrainingRows:
+    """Each victim's training rows as a defense sees them.
+
+    ``labels[v]``: victim v's labels, in its own shuffled order; every mask and score a defense
+    returns is in that order. ``removal_budget[v]``: how many rows victim v's defense may
+    assume are poison when a defense is told the true count (TRIM's best case for the
+    defender, paper Sec. 7.1): a number, never which rows.
+    """
+
+    def __init__(
+        self,
+        shared: tuple[np.ndarray, np.ndarray],
+        own: Sequence[tuple[np.ndarray, np.ndarray]],
+        n_classes: int,
+        train: Callable[[list[np.ndarray]], Victims],
+        seed: int,
+    ) -> None:
+        (self._shared_x, shared_y), self._own_x = shared, [x for x, _ in own]
+        self._train = train
+        self.n_classes = n_classes
+        rng = np.random.default_rng([seed, 7])
+        self._orders = [rng.permutation(len(shared_y) + len(y)) for _, y in own]
+        self.labels = [
+            np.concatenate([shared_y, y])[order]
+            for (_, y), order in zip(own, self._orders, strict=True)
+        ]
+        self.removal_budget = [len(y) for _, y in own]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def outputs(self, victims: Victims, what: str) -> Iterator[np.ndarray]:
+        """Victim v's `PROBA` or ``penultimate`` on its own rows, in its order, for each v."""
+        rows = victims.on_rows(self._shared_x, self._own_x, what)
+        for output, order in zip(rows, self._orders, strict=True):
+            yield output[order]
+
+    def losses(self, victims: Victims) -> Iterator[np.ndarray]:
+        """Each victim's per-row cross-entropy on its own rows."""
+        for proba, labels in zip(self.outputs(victims, PROBA), self.labels, strict=True):
+            yield cross_entropy(proba, labels)
+
+    def train(self, keep: Sequence[np.ndarray]) -> Victims:
+        """Victims trained (same seed) on the rows each mask keeps."""
+        return self._train(keep=self.in_training_order(keep))
+
+    def in_training_order(self, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks (or scores) from this shuffled order back to the training order (shared rows,
+        then own): for the pipeline's provenance report."""
+        out = []
+        for mask, order in zip(masks, self._orders, strict=True):
+            back = np.empty_like(mask)
+            back[order] = mask
+            out.append(back)
+        return out
+
+
+@dataclass
+class Defended:
+    """A defense's result, per victim in `TrainingRows` order: the rows kept, each row's
+    score (higher: more suspect), the rounds trained and the victims trained on what was kept;
+    ``details`` holds what a defense reports besides (per-class cluster sizes, ...)."""
+
+    keep: list[np.ndarray]
+    score: list[np.ndarray]
+    rounds: list[int]
+    victims: Victims
+    details: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Defense(ABC):
+    """A defense; ``needs`` names what it asks of victims (``loss``, ``proba``,
+    ``penultimate``), checked against the model before any run."""
+
+    needs: tuple[str, ...] = ()
+
+    def check(self, n_train: int, regime: object) -> None:  # noqa: B027
+        """ConfigError when this defense cannot run on this model or training set."""
+
+    @abstractmethod
+    def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
+        """``victims`` were trained on every row (the undefended victims)."""
+
+    def __call__(self, rows: TrainingRows, victims: Victims) -> Defended:
+        started = time.perf_counter()
+        defended = self.defend(rows, victims)
+        defended.seconds = time.perf_counter() - started
+        for keep, labels in zip(defended.keep, rows.labels, strict=True):
+            emptied = sorted(set(range(rows.n_classes)) & set(labels) - set(labels[keep]))
+            if emptied:
+                raise DefenseError(
+                    f"defense: it removed every training row of class(es) {emptied} from a "
+                    "victim, which then cannot learn them; loosen its threshold"
+                )
+        return defended
+
+
+class DefenseError(ConfigError):
+    """A defense whose settings leave a victim nothing to learn from."""
+
+
+def keep_lowest(scores: np.ndarray, remove: int) -> np.ndarray:
+    """A mask keeping all but the ``remove`` highest scores (ties: the later row goes)."""
+    keep = np.ones(len(scores), bool)
+    if remove > 0:
+        keep[np.argsort(scores, kind="stable")[len(scores) - remove :]] = False
+    return keep
+
+
+def per_class(labels: np.ndarray, keep: np.ndarray, n_classes: int) -> Iterator[np.ndarray]:
+    """For each class with kept rows, the indices of its kept rows."""
+    for c in range(n_classes):
+        rows = np.flatnonzero(keep & (labels == c))
+        if len(rows):
+            yield rows
