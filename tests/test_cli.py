@@ -85,6 +85,28 @@ def test_smoke_run_logs_metrics_tags_and_artifacts(tmp_path):
     assert (attacked["poison_count"] == attacked["aux_size"]).all()  # alpha = 1
 
 
+def test_a_defended_run_logs_before_and_after_and_what_was_removed(tmp_path):
+    mlruns = tmp_path / "mlruns"
+    done = subpop(*QUICK, "defense=trim", f"tracking.dir={mlruns}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs(mlruns, "smoke_adult_trim")
+    assert run.data.tags["choice.defense"] == "trim"
+    assert run.data.params["defense.oracle_m"] == "true"
+    metrics = run.data.metrics
+    for name in ("defended_target_damage", "poison_found", "poison_precision", "removed_fraction"):
+        assert f"{name}/worst5" in metrics
+    assert metrics["target_damage_reduction/worst5"] == pytest.approx(
+        metrics["target_damage/worst5"] - metrics["defended_target_damage/worst5"]
+    )
+    assert "defense_seconds" in metrics
+    store = client(mlruns)
+    table = pd.read_csv(store.download_artifacts(run.info.run_id, "subpops.csv", str(tmp_path)))
+    attacked = table[table["status"] == "attacked"]
+    # The oracle m removes exactly the poison count: found and precision are one number.
+    assert (attacked["poison_found"] == attacked["poison_precision"]).all()
+    assert attacked["defended_target_damage"].notna().all()
+
+
 def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path):
     mlruns = tmp_path / "mlruns"
     done = subpop("-m", *QUICK, "attack.alpha=0.5,2", f"tracking.dir={mlruns}", cwd=tmp_path)
@@ -141,6 +163,11 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
             "/none/vgg16.pth not found",
         ),
         (["model=vgg_ll", "model/backbone=bogus"], "model/backbone: no option 'bogus'"),
+        (["defense=bogus"], "defense: no option 'bogus'"),
+        (["defense=sever", "defense.fraction=0.7"], "defense.fraction: got 0.7"),
+        (["defense=trim", "defense.m=5000"], "defense.m: 5000 removals of a"),
+        (["defense=trim", "defense.m=3", "defense.fraction=0.1"], "one of m and fraction"),
+        (["defense=activation_clustering", "defense.max_size=0.9"], "defense.max_size"),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_no_run(tmp_path, args, message):

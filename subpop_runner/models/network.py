@@ -27,12 +27,6 @@ class Network(Protocol):
     layers: tuple[str, ...]
     """Names `representation` accepts, from the input to the last layer; always "input"."""
 
-    penultimate: str
-    """The layer whose activations the last layer reads (what defenses inspect)."""
-
-    classifier: nn.Linear
-    """The last layer: logits = classifier(representation(x, penultimate))."""
-
     def __call__(self, x: Tensor) -> Tensor:
         """Logits ``[n, n_classes]`` for images ``[n, C, H, W]``."""
         ...
@@ -40,6 +34,18 @@ class Network(Protocol):
     def representation(self, x: Tensor, layer: str) -> Tensor:
         """Activations ``[n, d]`` at ``layer``, flattened; ValueError for an unknown layer."""
         ...
+
+
+@runtime_checkable
+class Classifier(Network, Protocol):
+    """A network a victim trains end to end: its last layer and the layer feeding it are named,
+    for what defenses and attacks inspect (`subpop_runner.training.victims`)."""
+
+    penultimate: str
+    """The layer whose activations the last layer reads."""
+
+    classifier: nn.Linear
+    """The last layer: logits = classifier(representation(x, penultimate))."""
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from subpop_runner.models.conv import Conv
-from subpop_runner.models.network import Network
+from subpop_runner.models.network import Classifier
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_starts_from_keras_defaults():
 
 
 def test_is_a_network():
-    assert isinstance(Conv(input_shape=(1, 28, 28), n_classes=10, width=4), Network)
+    assert isinstance(Conv(input_shape=(1, 28, 28), n_classes=10, width=4), Classifier)
 
 
 @pytest.mark.parametrize(

@@ -46,3 +46,20 @@ def test_batched_heads_train_as_each_victim_would_alone_with_keras_l2():
             head.bias.detach().view(3, classes)[v], bias.detach(), atol=1e-5, rtol=1e-4
         )
     assert not torch.allclose(start[:, 2], head.weights.detach().view(d, 3, classes)[:, 2])
+
+
+def test_a_keep_mask_drops_shared_rows_from_one_victims_loss_only():
+    """Victim v's loss over a block with ``keep [n, V]`` is its mean cross-entropy over the
+    rows it keeps (and its own poison rows), as if the others were not there."""
+    torch.manual_seed(0)
+    head = LinearHead(n_features=3, n_classes=2, n_victims=2)
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 1, 0])
+    keep = torch.tensor([[1, 1], [0, 1], [1, 1], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
+    none = torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    got = head._loss(x, y, *none, keep)
+    with torch.no_grad():
+        logits = head(x)  # [V, n, C]
+    expected = sum(
+        nn.functional.cross_entropy(logits[v][keep[:, v] > 0], y[keep[:, v] > 0]) for v in (0, 1)
+    )
+    torch.testing.assert_close(got, expected)

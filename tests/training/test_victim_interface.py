@@ -132,8 +132,10 @@ def logits_from_last_layer(victims: Victims, x: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, marks=pytest.mark.slow) if "conv" in f else f for f in FAMILIES],
+)
 def test_every_family_offers_the_victim_interface(family, splits):
     poison = flip_brightest(splits, 1)
     sets = [PoisonSet.empty((1, 8, 8)), poison]

@@ -1,0 +1,164 @@
+"""Each defense on hand-made data: planted outliers it must remove, a clean victim it must
+(nearly) leave alone, and the promise that no defense can see which rows are poison."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+
+from subpop_runner.attacks.base import PoisonSet
+from subpop_runner.data.splits import Part, Splits
+from subpop_runner.defenses import activation_clustering, base, sever, spectral_signatures, trim
+from subpop_runner.defenses.activation_clustering import ActivationClustering, relative_sizes
+from subpop_runner.defenses.base import DefenseError, TrainingRows
+from subpop_runner.defenses.sever import Sever, gradient_outlier_scores
+from subpop_runner.defenses.spectral_signatures import SpectralSignatures, spectral_scores
+from subpop_runner.defenses.trim import Trim
+from subpop_runner.models.linear_head import LinearHead
+from subpop_runner.training.base import Fit
+from subpop_runner.training.fixed_features import FixedFeatures
+
+trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
+PLANTED = 15
+
+
+def blobs(n: int, seed: int) -> Part:
+    """Class 0 around (0, 0), class 1 around (4, 4)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = 4.0 * y[:, None] + rng.normal(0, 0.7, (n, 2))
+    return Part(x.astype(np.float32), y.astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def defended_setup():
+    """Two victims on 200 shared rows: victim 0 also trains on 15 planted rows (class-1 points
+    labelled 0, the label-flip poison), victim 1 on nothing else."""
+    train, aux = blobs(200, 0), blobs(200, 1)
+    splits = Splits(train, aux, blobs(200, 2), class_names=("a", "b"))
+    rng = np.random.default_rng(3)
+    planted = rng.choice(np.flatnonzero(aux.y == 1), PLANTED, replace=False)
+    sets = [
+        PoisonSet(0, aux.x[planted], np.zeros(PLANTED, np.int64), planted),
+        PoisonSet.empty((2,)),
+    ]
+    regime = FixedFeatures(head=partial(LinearHead, epochs=30, learning_rate=0.05, l2=0.0))
+    fit = Fit(trainer, seed=0, splits=splits)
+    train_victims = partial(regime.fit, train, sets, fit)
+    rows = TrainingRows((train.x, train.y), [(p.x, p.y) for p in sets], 2, train_victims, seed=0)
+    return rows, train_victims()
+
+
+def removed(rows: TrainingRows, defended) -> tuple[np.ndarray, np.ndarray]:
+    """Victim 0's planted rows removed (bool per planted row), and victim 1's removed share."""
+    keep = rows.in_training_order(defended.keep)
+    return ~keep[0][200:], 1 - keep[1].mean()
+
+
+def test_trim_removes_the_planted_rows_and_keeps_a_clean_victim_whole(defended_setup):
+    rows, victims = defended_setup
+    defended = Trim()(rows, victims)  # m: each victim's true poison count (15 and 0)
+    planted_removed, clean_removed = removed(rows, defended)
+    assert planted_removed.all()
+    assert clean_removed == 0 and defended.rounds[1] == 0
+    assert (~defended.keep[0]).sum() == PLANTED  # exactly m rows go
+
+
+def test_trim_with_a_fraction_removes_that_share():
+    rows = TrainingRows(
+        (np.zeros((90, 1)), np.zeros(90, int)), [(np.zeros((10, 1)), np.ones(10, int))], 2, None, 0
+    )
+    assert Trim(fraction=0.2).removals(rows) == [20]
+    assert Trim(m=7).removals(rows) == [7]
+    assert Trim().removals(rows) == [10] and Trim().oracle_m
+
+
+def test_sever_removes_the_planted_rows_within_its_budget(defended_setup):
+    rows, victims = defended_setup
+    defended = Sever()(rows, victims)
+    planted_removed, clean_removed = removed(rows, defended)
+    assert planted_removed.mean() >= 0.9
+    assert clean_removed <= 0.15  # 3% of the kept rows, 5 rounds
+
+
+def test_spectral_signatures_remove_the_planted_rows(defended_setup):
+    rows, victims = defended_setup
+    defended = SpectralSignatures()(rows, victims)
+    planted_removed, clean_removed = removed(rows, defended)
+    assert planted_removed.all()
+    assert clean_removed == pytest.approx(0.15, abs=0.01)  # 1.5·ε of each class, by design
+
+
+def test_activation_clustering_removes_a_small_separated_cluster_only(defended_setup):
+    rows, victims = defended_setup
+    defended = ActivationClustering()(rows, victims)
+    planted_removed, clean_removed = removed(rows, defended)
+    assert planted_removed.all()
+    assert clean_removed == 0  # one blob per class: no class is flagged
+    assert defended.details[1][0]["removed"] == 0 and defended.details[0][0]["removed"] >= 15
+
+
+def test_activation_clustering_sizes_are_arts_analyze_by_size():
+    assert relative_sizes(np.array([0, 1, 1, 1, 1]), 2)[0] == pytest.approx(0.2)
+
+
+def test_spectral_scores_point_at_the_outlying_direction():
+    rng = np.random.default_rng(0)
+    r = np.r_[rng.normal(0, 1, (95, 5)), rng.normal(0, 1, (5, 5)) + [8, 0, 0, 0, 0]]
+    scores = spectral_scores(r)
+    assert set(np.argsort(scores)[-5:]) == set(range(95, 100))
+
+
+def test_sever_scores_equal_an_explicit_svd_of_the_centred_gradients():
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet([1, 1, 1], 40)
+    hidden, labels = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+    grads = np.einsum("nc,nd->ncd", proba - np.eye(3)[labels], np.c_[hidden, np.ones(40)])
+    grads = grads.reshape(40, -1)
+    for c in range(3):
+        grads[labels == c] -= grads[labels == c].mean(0)
+    top = np.linalg.svd(grads)[2][0]
+    expected = (grads @ top) ** 2
+    got = gradient_outlier_scores(proba, hidden, labels, 3, iterations=500)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_a_defense_that_empties_a_class_fails_the_run_clearly(defended_setup):
+    rows, victims = defended_setup
+    with pytest.raises(DefenseError, match="every training row of class"):
+        Trim(m=150)(rows, victims)
+
+
+def test_rows_come_in_an_order_that_hides_the_poison(defended_setup):
+    rows, _ = defended_setup
+    order = rows.in_training_order([np.arange(len(labels)) for labels in rows.labels])
+    poison_positions = order[0][200:]  # where victim 0's planted rows sit in its order
+    assert poison_positions.max() - poison_positions.min() > 100  # spread, not a tail
+
+
+DEFENSE_MODULES = (base, trim, sever, spectral_signatures, activation_clustering)
+
+
+@pytest.mark.parametrize("module", DEFENSE_MODULES, ids=lambda m: m.__name__)
+def test_no_defense_can_read_the_poison(module):
+    """Defenses import nothing that knows provenance (attacks, selectors, the pipeline)."""
+    tree = ast.parse(Path(inspect.getfile(module)).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    forbidden = ("subpop_runner.attacks", "subpop_runner.selectors", "subpop_runner.pipeline")
+    assert not [name for name in imported if name and name.startswith(forbidden)]
+    source = Path(inspect.getfile(module)).read_text()
+    for word in ("source_index", "subpop_id", "PoisonSet"):
+        assert word not in source
+    public = {name for name in vars(TrainingRows) if not name.startswith("_")}
+    assert public == {"outputs", "losses", "train", "in_training_order"}
