@@ -1,4 +1,5 @@
-"""`subpop` / `python -m subpop_runner`: the Hydra app, plus `subpop report`.
+"""`subpop` / `python -m subpop_runner`: the Hydra app, plus `subpop report` and the paper's
+negative results about defenses, `subpop figure2` and `subpop theorem71`.
 
 Bad input of any kind (an unknown group option or key, a value of the wrong type or out of
 range, a missing file, an unreachable store) ends as one ``error: <key>: <problem>; <fix>``
@@ -65,10 +66,15 @@ def cli() -> None:
     # they end as one `error:` line and exit code 2 like every other bad input.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
-        if len(sys.argv) > 1 and sys.argv[1] == "report":
+        command = sys.argv[1] if len(sys.argv) > 1 else None
+        if command == "report":
             from subpop_runner.report import main as report_main
 
             report_main(sys.argv[2:])
+        elif command in ("figure2", "theorem71"):
+            from subpop_runner.defenses import impossibility
+
+            getattr(impossibility, f"main_{command}")(sys.argv[2:])
         else:
             main()
     except (KeyboardInterrupt, SystemExit) as stop:
