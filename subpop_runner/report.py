@@ -229,6 +229,72 @@ def alpha_differences(runs: pd.DataFrame) -> pd.DataFrame | None:
     return table.rename(columns={"": "worst"})
 
 
+DEFENDED = "metrics.defended_target_damage/worst5"
+
+
+def defense_cells(runs: pd.DataFrame, k: int = 5) -> dict[str, str]:
+    """One α's runs of a defended experiment, the paper's Table 11 and 12 columns: worst-k
+    target damage before (undefended) and after (the same subpopulations, defended), their
+    paired difference per run, what the defense removed and what it cost."""
+    worst = f"worst{k}"
+    metric = lambda name: runs[f"metrics.{name}"]  # noqa: E731
+    accuracy_cost = metric("clean_accuracy") - metric("defended_accuracy/mean")
+    return {
+        f"worst-{k} before": cell(metric(f"target_damage/{worst}")) + fewer_than_k(runs, k),
+        f"worst-{k} after": cell(metric(f"defended_target_damage/{worst}")),
+        "before − after (paired)": paired_cell(metric(f"target_damage_reduction/{worst}")),
+        "poison found": cell(metric(f"poison_found/{worst}")),
+        "precision": cell(metric(f"poison_precision/{worst}")),
+        "rows removed": cell(metric(f"removed_fraction/{worst}")),
+        "clean removed in S": cell(metric(f"clean_removed_in_subpop/{worst}")),
+        "clean removed outside S": cell(metric(f"clean_removed_outside/{worst}")),
+        "collateral after": cell(metric(f"defended_collateral_damage/{worst}")),
+        "accuracy cost (paired)": paired_cell(accuracy_cost),
+        "rounds": f"{metric('defense_rounds/mean').mean():.1f}",
+        "defense time (s)": f"{metric('defense_seconds').mean():.0f}",
+    }
+
+
+def defense_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows: the `defense_cells`; columns: α."""
+    by_alpha = runs.groupby(runs[ALPHA].astype(float))
+    columns = {f"α={a:g}": defense_cells(g) for a, g in by_alpha}
+    return pd.DataFrame(columns).rename_axis("worst 5 (by undefended damage)").reset_index()
+
+
+def defenses_overview(runs: dict[str, pd.DataFrame]) -> str | None:
+    """Every defended experiment side by side per α (paper Tables 11 and 12 in one); None when
+    no experiment ran a defense."""
+    rows = []
+    for name, found in runs.items():
+        found = normalise(latest_per_job(found)[0])
+        if DEFENDED not in found:
+            continue
+        defense = found.get("tags.choice.defense", pd.Series(["?"])).iloc[0]
+        for a, g in found.groupby(found[ALPHA].astype(float)):
+            rows.append({"experiment": name, "defense": defense, "α": f"{a:g}"} | defense_cells(g))
+    if not rows:
+        return None
+    return "\n".join(
+        [
+            "## Defenses side by side",
+            "",
+            "Per defended experiment and α, over the 5 subpopulations the attack damaged most "
+            "without the defense (the paper's Table 11 and 12 columns). Before: the undefended "
+            "victim; after: the defended victim of the same seed, subpopulation and poisons, "
+            "both against the same clean victim; their difference is paired per run "
+            "(* excludes 0). Poison found: the share of the poisons removed (recall); "
+            "precision: the share of the removed rows that were poison; rows removed: of the "
+            "victim's training rows; clean removed in / outside S: the shares of the clean "
+            "training rows inside / outside the target subpopulation that were removed; "
+            "accuracy cost: clean accuracy minus the defended victims' mean test accuracy.",
+            "",
+            markdown(pd.DataFrame(rows)),
+            "",
+        ]
+    )
+
+
 def judged(number: float, values: pd.Series) -> str:
     """Whether one run's ``number`` (the paper's) lies inside our 95% prediction interval for
     one run, and the interval."""
@@ -432,6 +498,13 @@ def experiment_report(
             scalars = paper_scalars(paper, part.runs)
             lines += [*(f"- {line}" for line in scalars), ""] if scalars else []
         lines += [markdown(side_table(part.runs)), ""]
+        if DEFENDED in part.runs:
+            lines += [
+                "The tables above are the undefended victims of these runs; with the defense:",
+                "",
+                markdown(defense_table(part.runs)),
+                "",
+            ]
     if paper is not None and not any(part.is_paper_setting for part in parts):
         setting = ", ".join(f"{k}={v}" for k, v in paper.get("setting", {}).items())
         lines += [f"No runs with the setting of the paper's {paper['table']} ({setting}).", ""]
@@ -521,6 +594,8 @@ def main(argv: list[str]) -> None:
     plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in runs}
     parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n\n{INTERVALS}\n"]
     parts += [experiment_report(e, r, papers.get(e), plots[e]) for e, r in runs.items()]
+    overview = defenses_overview(runs)
+    parts += [] if overview is None else [overview]
     parts += [comparison(baseline, other, runs) for baseline, other in args.compare]
     if args.notes:
         parts.append(Path(args.notes).read_text())

@@ -11,6 +11,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
@@ -21,6 +22,7 @@ from subpop_runner.errors import ConfigError
 from subpop_runner.report import (
     alpha_differences,
     cell,
+    defense_cells,
     durations,
     fewer_than_k,
     group_columns,
@@ -478,3 +480,38 @@ def test_two_experiments_are_compared_paired_by_seed(tmp_path, client):
     section = text.split("## reference − batched")[1]
     assert "| worst-1 target damage  | 0.050 ± 0.000 (n=3) * |" in section
     assert "| clean accuracy         | 0.000 ± 0.000 (n=3)   |" in section
+
+
+def test_defense_table_pairs_before_and_after_per_run():
+    """Three seeds, each run's worst-5 before and after on the same subpopulations: the paired
+    reduction is the mean of the per-run differences with its interval, starred when it
+    excludes 0."""
+    before, after = np.array([0.30, 0.32, 0.31]), np.array([0.20, 0.21, 0.22])
+    runs = pd.DataFrame(
+        {
+            "params.attack.alpha": ["1"] * 3,
+            "metrics.target_damage/worst5": before,
+            "metrics.defended_target_damage/worst5": after,
+            "metrics.target_damage_reduction/worst5": before - after,
+            "metrics.clean_accuracy": [0.85] * 3,
+            "metrics.defended_accuracy/mean": [0.84, 0.85, 0.83],
+            "metrics.defense_rounds/mean": [2.0, 3.0, 4.0],
+            "metrics.defense_seconds": [10.0, 11.0, 12.0],
+            **{
+                f"metrics.{name}/worst5": [0.5, 0.6, 0.7]
+                for name in (
+                    "poison_found",
+                    "poison_precision",
+                    "removed_fraction",
+                    "clean_removed_in_subpop",
+                    "clean_removed_outside",
+                    "defended_collateral_damage",
+                )
+            },
+        }
+    )
+    cells = defense_cells(runs)
+    mean, half, n = interval(pd.Series(before - after))
+    assert cells["before − after (paired)"] == f"{mean:.3f} ± {half:.3f} (n=3) *"
+    assert cells["poison found"].startswith("0.600 ± ")
+    assert cells["rounds"] == "3.0" and cells["defense time (s)"] == "11"
