@@ -119,7 +119,9 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         # 4. defend and 5. train: every victim trains on train ∪ its poison; a defense starts
         # from those victims (TRIM's first model, the one the others inspect), sees their rows
         # without provenance, and trains the defended victims on the rows it keeps.
+        training = time.perf_counter()
         poisoned = train(splits.train, poison_sets, description="poisoned victims")
+        train_seconds = time.perf_counter() - training
         defended = None
         if defense is not None:
             rows = TrainingRows(
@@ -150,7 +152,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         summary = summarize(table, float((clean["pred_test"] == splits.test.y).mean()))
         if defended is not None:
             summary["defense_seconds"] = defended.seconds
-        run.log_metrics(summary | {"job_seconds": time.perf_counter() - started})
+        seconds = {"job_seconds": time.perf_counter() - started, "train_seconds": train_seconds}
+        run.log_metrics(summary | seconds)
         run.set_tags(stages.tags() | {"device": poisoned.device})
         files = {
             "subpops.csv": table,
