@@ -105,11 +105,14 @@ def with_defense(
     keep: Sequence[np.ndarray],
     defended: Defended,
     clean_pred: np.ndarray,
-    defended_pred: np.ndarray,
+    predictions: dict[str, np.ndarray],
     y_test: np.ndarray,
 ) -> pd.DataFrame:
     """``table`` with the `DEFENSE_COLUMNS` of each attacked subpopulation; ``keep[v]`` is
-    victim v's mask over its train rows then its poison rows."""
+    victim v's mask over its train rows then its poison rows; ``predictions``: the defended
+    victims' test predictions (``defended``) and any intermediate stage's (``pruned``: columns
+    ``pruned_target_damage``, ``pruned_collateral_damage``)."""
+    defended_pred = predictions["defended"]
     by_id = {s.id: s for s in selection.candidates}
     rows = []
     for v, (poison, kept) in enumerate(zip(poison_sets, keep, strict=True)):
@@ -117,12 +120,14 @@ def with_defense(
         n_train = len(kept) - len(poison)
         train_kept, poison_kept = kept[:n_train], kept[n_train:]
         removed, poison_removed = int((~kept).sum()), int((~poison_kept).sum())
-        after = damage(clean_pred, defended_pred[v], y_test, subpop.test)
+        row = {"id": subpop.id}
+        for name, predicted in predictions.items():
+            after = damage(clean_pred, predicted[v], y_test, subpop.test)
+            row[f"{name}_target_damage"] = after["target_damage"]
+            row[f"{name}_collateral_damage"] = after["collateral_damage"]
         rows.append(
-            {
-                "id": subpop.id,
-                "defended_target_damage": after["target_damage"],
-                "defended_collateral_damage": after["collateral_damage"],
+            row
+            | {
                 "defended_accuracy": float((defended_pred[v] == y_test).mean()),
                 "poison_found": _share(poison_removed, len(poison)),
                 "poison_precision": _share(poison_removed, removed),
@@ -190,8 +195,10 @@ def defense_summary(attacked: pd.DataFrame) -> dict[str, float]:
     subpopulation, and the worst-k damage reduction (before − after, same subpopulations)."""
     summary = {}
     reduction = attacked["target_damage"] - attacked["defended_target_damage"]
+    stages = [c for c in attacked.columns if c.endswith("_damage") and c not in DEFENSE_COLUMNS]
+    stages = [c for c in stages if c not in ("target_damage", "collateral_damage")]
     for scope, rows in [*((f"worst{k}", attacked.head(k)) for k in WORST_K), ("mean", attacked)]:
-        for column in DEFENSE_COLUMNS:
+        for column in [*DEFENSE_COLUMNS, *stages]:
             summary[f"{column}/{scope}"] = _mean(rows[column].dropna())
         summary[f"target_damage_reduction/{scope}"] = _mean(reduction.loc[rows.index])
     return summary

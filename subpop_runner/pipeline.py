@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from subpop_runner.attacks.base import PoisonSet, check_memory
-from subpop_runner.data.splits import Splits
+from subpop_runner.data.splits import Part, Splits
 from subpop_runner.defenses.base import TrainingRows
 from subpop_runner.errors import ConfigError
 from subpop_runner.identity import inputs, job_key, stage_code
@@ -119,6 +119,11 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         # 4. defend and 5. train: every victim trains on train ∪ its poison; a defense starts
         # from those victims (TRIM's first model, the one the others inspect), sees their rows
         # without provenance, and trains the defended victims on the rows it keeps.
+        # A defender's clean holdout (fine-pruning) comes out of the test part, and out of
+        # every metric of this run, the undefended ones included.
+        measured = np.ones(len(splits.test), bool)
+        if hasattr(defense, "holdout"):
+            measured[defense.holdout(len(splits.test), cfg.seed)] = False
         training = time.perf_counter()
         poisoned = train(splits.train, poison_sets, description="poisoned victims")
         train_seconds = time.perf_counter() - training
@@ -130,26 +135,28 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
                 splits.n_classes,
                 partial(train, splits.train, poison_sets, description="defended victims"),
                 cfg.seed,
+                holdout=(splits.test.x[~measured], splits.test.y[~measured]),
             )
             defended = defense(rows, poisoned)
             keep = rows.in_training_order(defended.keep)
         # 6. measure
-        predictions = poisoned.predict(splits.test.x)
-        table = subpop_table(
-            selection, poison_sets, clean["pred_test"], predictions, splits.test.y
-        )
+        test = Part(splits.test.x[measured], splits.test.y[measured])
+        on_test, clean_pred = selection.on_test_rows(measured), clean["pred_test"][measured]
+        predictions = poisoned.predict(test.x)
+        table = subpop_table(on_test, poison_sets, clean_pred, predictions, test.y)
         if defended is not None:
+            measured_victims = {"defended": defended.victims} | defended.stages
             table = with_defense(
                 table,
-                selection,
+                on_test,
                 poison_sets,
                 keep,
                 defended,
-                clean["pred_test"],
-                defended.victims.predict(splits.test.x),
-                splits.test.y,
+                clean_pred,
+                {name: v.predict(test.x) for name, v in measured_victims.items()},
+                test.y,
             )
-        summary = summarize(table, float((clean["pred_test"] == splits.test.y).mean()))
+        summary = summarize(table, float((clean_pred == test.y).mean()))
         if defended is not None:
             summary["defense_seconds"] = defended.seconds
         seconds = {"job_seconds": time.perf_counter() - started, "train_seconds": train_seconds}

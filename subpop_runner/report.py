@@ -239,8 +239,10 @@ def defense_cells(runs: pd.DataFrame, k: int = 5) -> dict[str, str]:
     worst = f"worst{k}"
     metric = lambda name: runs[f"metrics.{name}"]  # noqa: E731
     accuracy_cost = metric("clean_accuracy") - metric("defended_accuracy/mean")
+    pruned = f"metrics.pruned_target_damage/{worst}"
     return {
         f"worst-{k} before": cell(metric(f"target_damage/{worst}")) + fewer_than_k(runs, k),
+        **({f"worst-{k} pruned (fine-pruning)": cell(runs[pruned])} if pruned in runs else {}),
         f"worst-{k} after": cell(metric(f"defended_target_damage/{worst}")),
         "before − after (paired)": paired_cell(metric(f"target_damage_reduction/{worst}")),
         "poison found": cell(metric(f"poison_found/{worst}")),

@@ -385,6 +385,15 @@ class SpectralSignaturesSchema(Schema):
     centered: bool = value()
 
 
+@dataclass
+class FinePruningSchema(Schema):
+    _target_: str = MISSING
+    holdout_fraction: float = value(open_fraction(0.5))
+    max_drop: float = value(open_fraction())
+    epochs: int = value(at_least(1))
+    learning_rate: float = value(above(0))
+
+
 # --- trainer, tracking, cache, top level -----------------------------------------------------
 
 
@@ -489,6 +498,7 @@ SCHEMAS = {
     "defense/sever": SeverSchema,
     "defense/activation_clustering": ActivationClusteringSchema,
     "defense/spectral_signatures": SpectralSignaturesSchema,
+    "defense/fine_pruning": FinePruningSchema,
     "trainer/lightning": TrainerSchema,
     "tracking/mlflow": TrackerSchema,
 }

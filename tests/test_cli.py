@@ -168,6 +168,12 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
         (["defense=trim", "defense.m=5000"], "defense.m: 5000 removals of a"),
         (["defense=trim", "defense.m=3", "defense.fraction=0.1"], "one of m and fraction"),
         (["defense=activation_clustering", "defense.max_size=0.9"], "defense.max_size"),
+        (["defense=fine_pruning", "defense.holdout_fraction=0"], "defense.holdout_fraction"),
+        (
+            ["defense=fine_pruning", "model=efficientnet_ll", "model.backbone=null"]
+            + ["selector.representation=input"],
+            "no hidden units to prune",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_no_run(tmp_path, args, message):

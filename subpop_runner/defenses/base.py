@@ -28,7 +28,8 @@ class TrainingRows:
     ``labels[v]``: victim v's labels, in its own shuffled order; every mask and score a defense
     returns is in that order. ``removal_budget[v]``: how many rows victim v's defense may
     assume are poison when a defense is told the true count (TRIM's best case for the
-    defender, paper Sec. 7.1): a number, never which rows.
+    defender, paper Sec. 7.1): a number, never which rows. ``holdout``: clean rows ``(x, y)``
+    the defender owns (fine-pruning's), taken out of the test part; None when it has none.
     """
 
     def __init__(
@@ -38,10 +39,11 @@ class TrainingRows:
         n_classes: int,
         train: Callable[[list[np.ndarray]], Victims],
         seed: int,
+        holdout: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         (self._shared_x, shared_y), self._own_x = shared, [x for x, _ in own]
         self._train = train
-        self.n_classes = n_classes
+        self.n_classes, self.holdout = n_classes, holdout
         rng = np.random.default_rng([seed, 7])
         self._orders = [rng.permutation(len(shared_y) + len(y)) for _, y in own]
         self.labels = [
@@ -83,13 +85,15 @@ class TrainingRows:
 class Defended:
     """A defense's result, per victim in `TrainingRows` order: the rows kept, each row's
     score (higher: more suspect), the rounds trained and the victims trained on what was kept;
-    ``details`` holds what a defense reports besides (per-class cluster sizes, ...)."""
+    ``details`` holds what a defense reports besides (per-class cluster sizes, ...), and
+    ``stages`` intermediate victims also measured (fine-pruning's pruned ones)."""
 
     keep: list[np.ndarray]
     score: list[np.ndarray]
     rounds: list[int]
     victims: Victims
     details: list[dict] = field(default_factory=list)
+    stages: dict[str, Victims] = field(default_factory=dict)
     seconds: float = 0.0
 
 

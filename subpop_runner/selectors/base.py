@@ -56,6 +56,12 @@ class Selection:
     def count(self, status: str) -> int:
         return sum(1 for value in self.status.values() if value == status)
 
+    def on_test_rows(self, rows: np.ndarray) -> Selection:
+        """The same subpopulations with their test membership restricted to ``rows`` (a
+        defense's holdout taken out of the test part)."""
+        restricted = [replace(s, test=s.test[rows]) for s in self.candidates]
+        return Selection(restricted, self.status)
+
 
 class Selector(ABC):
     """Builds candidate subpopulations from the aux set only, then ranks them."""

@@ -94,6 +94,13 @@ class FixedFeatures:
         head_layers = getattr(getattr(self.head, "func", self.head), "layers", ())
         return (*backbone, *(name for name in head_layers if name not in backbone))
 
+    @property
+    def prunable(self) -> bool:
+        """Whether the last layer reads learned units (a hidden layer, a backbone's features)
+        rather than the raw input."""
+        head = getattr(self.head, "func", self.head)
+        return self.backbone is not None or getattr(head, "penultimate", None) is not None
+
     def check(self, splits: Splits) -> None:
         """ConfigError if the backbone (or, without one, the head) cannot read these data."""
         if self.backbone is None and splits.vocabulary is not None:

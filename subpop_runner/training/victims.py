@@ -81,6 +81,17 @@ class Victims(ABC):
             start += len(rows)
 
 
+def proba_from_logits(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities ``[..., C]`` from last-layer outputs: softmax, or for a single
+    logistic output (two classes) ``[1 − σ(z), σ(z)]``."""
+    logits = np.asarray(logits, np.float64)
+    if logits.shape[-1] == 1:
+        positive = 1 / (1 + np.exp(-logits))
+        return np.concatenate([1 - positive, positive], -1)
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
 def cross_entropy(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``-log p[y]`` per row of probabilities ``[..., n, C]``, labels ``[n]``."""
     picked = np.take_along_axis(proba, np.broadcast_to(y[:, None], (*proba.shape[:-1], 1)), -1)

@@ -14,13 +14,23 @@ import pytest
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part, Splits
-from subpop_runner.defenses import activation_clustering, base, sever, spectral_signatures, trim
+from subpop_runner.defenses import (
+    activation_clustering,
+    base,
+    fine_pruning,
+    sever,
+    spectral_signatures,
+    trim,
+)
 from subpop_runner.defenses.activation_clustering import ActivationClustering, relative_sizes
 from subpop_runner.defenses.base import DefenseError, TrainingRows
+from subpop_runner.defenses.fine_pruning import FinePruning, fine_tune, prune
 from subpop_runner.defenses.sever import Sever, gradient_outlier_scores
 from subpop_runner.defenses.spectral_signatures import SpectralSignatures, spectral_scores
 from subpop_runner.defenses.trim import Trim
+from subpop_runner.errors import ConfigError
 from subpop_runner.models.linear_head import LinearHead
+from subpop_runner.models.mlp import MLP
 from subpop_runner.training.base import Fit
 from subpop_runner.training.fixed_features import FixedFeatures
 
@@ -142,7 +152,7 @@ def test_rows_come_in_an_order_that_hides_the_poison(defended_setup):
     assert poison_positions.max() - poison_positions.min() > 100  # spread, not a tail
 
 
-DEFENSE_MODULES = (base, trim, sever, spectral_signatures, activation_clustering)
+DEFENSE_MODULES = (base, trim, sever, spectral_signatures, activation_clustering, fine_pruning)
 
 
 @pytest.mark.parametrize("module", DEFENSE_MODULES, ids=lambda m: m.__name__)
@@ -162,3 +172,41 @@ def test_no_defense_can_read_the_poison(module):
         assert word not in source
     public = {name for name in vars(TrainingRows) if not name.startswith("_")}
     assert public == {"outputs", "losses", "train", "in_training_order"}
+
+
+def test_fine_pruning_prunes_the_dormant_unit_and_stops_before_accuracy_drops():
+    """Unit 0 never fires on clean data (a backdoor's unit, say); unit 1 carries the task and
+    unit 2 a little. Pruning goes lowest mean activation first and stops at the unit whose loss
+    would cost more than 4 points."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    signal = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 0.3, 200)
+    hidden = np.c_[np.zeros(200), 2 + signal, 0.5 + 0.1 * rng.normal(size=200)]
+    weights = np.array([[5.0, -1.0, 0.0], [-5.0, 1.0, 0.0]])
+    bias = np.array([2.0, -2.0])
+    mask, (before, after) = prune(hidden, labels, weights, bias, max_drop=0.04)
+    assert mask.tolist() == [0.0, 1.0, 0.0]  # unit 2 (mean 0.5) goes too; unit 1 would cost
+    assert after >= before - 0.04
+
+
+def test_fine_tuning_fits_the_last_layer_to_the_holdout():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 100)
+    hidden = np.c_[np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 0.2, 100), np.ones(100)]
+    wrong = np.array([[-3.0, 0.0]]), np.array([0.0])  # one logistic output, backwards
+    weights, bias = fine_tune(hidden, labels, *wrong, epochs=300, learning_rate=0.05)
+    assert ((hidden @ weights.T + bias)[:, 0] > 0).astype(int).tolist() == labels.tolist()
+
+
+def test_fine_pruning_needs_a_layer_to_prune():
+    FinePruning().check(100, FixedFeatures(head=partial(MLP)))
+    FinePruning().check(100, FixedFeatures(head=partial(LinearHead), backbone=object()))
+    with pytest.raises(ConfigError, match="no hidden units to prune"):
+        FinePruning().check(100, FixedFeatures(head=partial(LinearHead)))
+
+
+def test_the_holdout_is_a_seeded_slice_of_the_test_part():
+    rows = FinePruning(holdout_fraction=0.05).holdout(1000, seed=3)
+    assert len(rows) == 50 and len(set(rows)) == 50
+    assert rows.tolist() == FinePruning(holdout_fraction=0.05).holdout(1000, seed=3).tolist()
+    assert rows.tolist() != FinePruning(holdout_fraction=0.05).holdout(1000, seed=4).tolist()

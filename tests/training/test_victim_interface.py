@@ -30,7 +30,13 @@ from subpop_runner.models.transfer import Transfer
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
-from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims, kept_rows
+from subpop_runner.training.victims import (
+    PENULTIMATE,
+    PROBA,
+    Victims,
+    kept_rows,
+    proba_from_logits,
+)
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
 
@@ -120,16 +126,10 @@ def train(family: str, splits: Splits, poison_sets, keep=None) -> Victims:
 def logits_from_last_layer(victims: Victims, x: np.ndarray) -> np.ndarray:
     """Probabilities recomputed from ``penultimate`` and ``last_layer`` alone."""
     hidden = victims.representation(x, PENULTIMATE)
-    out = []
-    for h, (weights, bias) in zip(hidden, victims.last_layer(), strict=True):
-        logits = h @ weights.T + bias
-        if logits.shape[1] == 1:  # one logistic output for two classes
-            positive = 1 / (1 + np.exp(-logits))
-            out.append(np.concatenate([1 - positive, positive], 1))
-        else:
-            shifted = np.exp(logits - logits.max(1, keepdims=True))
-            out.append(shifted / shifted.sum(1, keepdims=True))
-    return np.stack(out)
+    layers = victims.last_layer()
+    return np.stack(
+        [proba_from_logits(h @ w.T + b) for h, (w, b) in zip(hidden, layers, strict=True)]
+    )
 
 
 @pytest.mark.parametrize(
