@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Default place for MLflow's SQLite store and artifacts (see conf/tracking/sqlite.yaml).
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult \
+.PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult results-defenses \
         results-images results-adult-reference sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist \
         results-text
 
@@ -153,6 +153,22 @@ mlflow-server: install
 # docs/performance.md (Adult: batched vs one at a time vs scikit-learn, sweeps, cache,
 # scaling), docs/performance_images.md (Conv, EfficientNet-Lite0 features, LL heads) and
 # docs/performance_text.md (BERT-LL's cache, the CPU text presets' learning rates).
+# docs/results/defenses.md: the four defenses on Adult (MLP), IMDB (head-only on MiniLM) and
+# Fashion-MNIST (EfficientNet-Lite0 LL), fine-pruning's holdout sweep, Figure 2; the defense
+# cost on the Adult grid into docs/performance_defenses.md. Hours on 2 cores.
+DEFENDED := $(foreach d,trim sever activation_clustering spectral_signatures,\
+  -e adult_cluster_match_$(d) -e imdb_minilm_head_$(d) -e fashion_mnist_efficientnet_ll_$(d)) \
+  -e fashion_mnist_efficientnet_ll_fine_pruning
+results-defenses: install data-fashion-mnist
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_defenses $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_head_defenses $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_defenses $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_fine_pruning $(ARGS)
+	$(BIN)/subpop figure2 --out docs/results/figure2.png
+	$(BIN)/subpop report $(DEFENDED) --paper '' \
+	  --out docs/results/defenses.md --notes docs/results/defenses_notes.md
+	$(BIN)/python -m benchmarks.defenses
+
 bench: install data-fashion-mnist
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.images
