@@ -239,11 +239,16 @@ def defense_cells(runs: pd.DataFrame, k: int = 5) -> dict[str, str]:
     worst = f"worst{k}"
     metric = lambda name: runs[f"metrics.{name}"]  # noqa: E731
     accuracy_cost = metric("clean_accuracy") - metric("defended_accuracy/mean")
-    pruned = f"metrics.pruned_target_damage/{worst}"
+    # A defense's intermediate or extra victims (fine-pruning's pruned, certified's certified).
+    stages = {
+        column.removeprefix("metrics.").split("_target_damage")[0]: column
+        for column in runs.columns
+        if column.endswith(f"_target_damage/{worst}") and "defended_" not in column
+    }
     return {
         f"worst-{k} before": cell(metric(f"target_damage/{worst}")) + fewer_than_k(runs, k),
-        **({f"worst-{k} pruned (fine-pruning)": cell(runs[pruned])} if pruned in runs else {}),
         f"worst-{k} after": cell(metric(f"defended_target_damage/{worst}")),
+        **{f"worst-{k} {stage}": cell(runs[column]) for stage, column in stages.items()},
         "before − after (paired)": paired_cell(metric(f"target_damage_reduction/{worst}")),
         "poison found": cell(metric(f"poison_found/{worst}")),
         "precision": cell(metric(f"poison_precision/{worst}")),

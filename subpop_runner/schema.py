@@ -394,6 +394,13 @@ class FinePruningSchema(Schema):
     learning_rate: float = value(above(0))
 
 
+@dataclass
+class CertifiedSchema(Schema):
+    _target_: str = MISSING
+    flip_probability: float = value(open_fraction(0.5))
+    l2: float = value(above(0))
+
+
 # --- trainer, tracking, cache, top level -----------------------------------------------------
 
 
@@ -499,6 +506,7 @@ SCHEMAS = {
     "defense/activation_clustering": ActivationClusteringSchema,
     "defense/spectral_signatures": SpectralSignaturesSchema,
     "defense/fine_pruning": FinePruningSchema,
+    "defense/certified": CertifiedSchema,
     "trainer/lightning": TrainerSchema,
     "tracking/mlflow": TrackerSchema,
 }

@@ -174,6 +174,12 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
             + ["selector.representation=input"],
             "no hidden units to prune",
         ),
+        (
+            ["defense=certified", "model=conv", "dataset=fashion_mnist"]
+            + ["selector.representation=penultimate"],
+            "defense=certified: its ridge head",
+        ),
+        (["defense=certified", "defense.flip_probability=0.5"], "defense.flip_probability"),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_no_run(tmp_path, args, message):

@@ -34,7 +34,7 @@ from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
 from subpop_runner.training.frozen import FrozenFeatures
-from subpop_runner.training.victims import PENULTIMATE, Victims, kept_rows
+from subpop_runner.training.victims import FEATURES, PENULTIMATE, Victims, kept_rows
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class Backbone(Protocol):
 class FixedFeatures:
     """The regime: ``head`` builds a batched head (``n_features``, ``n_classes``,
     ``n_victims``, ``seed``); ``backbone`` is the frozen feature extractor, or None."""
+
+    fixed_features = True  # its victims offer the shared features (layer `FEATURES`)
 
     def __init__(
         self,
@@ -226,7 +228,9 @@ class HeadVictims(Victims):
         backbone = self.regime.backbone
         if layer == PENULTIMATE:
             layer = self.chunks[0].penultimate or (POOLED if backbone is not None else "input")
-        if layer == "input":
+        if layer == FEATURES:
+            shared = self.regime.features(x, self.fit)
+        elif layer == "input":
             shared = x.reshape(len(x), -1)
         elif backbone is not None and layer == POOLED:
             shared = self.regime.features(x, self.fit)  # the cached features themselves

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 PENULTIMATE = "penultimate"
 PROBA = "proba"
+# The fixed features a head on fixed features reads (its input, or a frozen backbone's
+# output), the same for every victim; only that regime offers them.
+FEATURES = "features"
 
 
 class Victims(ABC):

@@ -17,6 +17,7 @@ from subpop_runner.data.splits import Part, Splits
 from subpop_runner.defenses import (
     activation_clustering,
     base,
+    certified,
     fine_pruning,
     sever,
     spectral_signatures,
@@ -24,6 +25,12 @@ from subpop_runner.defenses import (
 )
 from subpop_runner.defenses.activation_clustering import ActivationClustering, relative_sizes
 from subpop_runner.defenses.base import DefenseError, TrainingRows
+from subpop_runner.defenses.certified import (
+    Certified,
+    RidgeHead,
+    certified_threshold,
+    flip_regions,
+)
 from subpop_runner.defenses.fine_pruning import FinePruning, fine_tune, prune
 from subpop_runner.defenses.sever import Sever, gradient_outlier_scores
 from subpop_runner.defenses.spectral_signatures import SpectralSignatures, spectral_scores
@@ -32,6 +39,7 @@ from subpop_runner.errors import ConfigError
 from subpop_runner.models.linear_head import LinearHead
 from subpop_runner.models.mlp import MLP
 from subpop_runner.training.base import Fit
+from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
@@ -152,7 +160,15 @@ def test_rows_come_in_an_order_that_hides_the_poison(defended_setup):
     assert poison_positions.max() - poison_positions.min() > 100  # spread, not a tail
 
 
-DEFENSE_MODULES = (base, trim, sever, spectral_signatures, activation_clustering, fine_pruning)
+DEFENSE_MODULES = (
+    base,
+    trim,
+    sever,
+    spectral_signatures,
+    activation_clustering,
+    fine_pruning,
+    certified,
+)
 
 
 @pytest.mark.parametrize("module", DEFENSE_MODULES, ids=lambda m: m.__name__)
@@ -210,3 +226,42 @@ def test_the_holdout_is_a_seeded_slice_of_the_test_part():
     assert len(rows) == 50 and len(set(rows)) == 50
     assert rows.tolist() == FinePruning(holdout_fraction=0.05).holdout(1000, seed=3).tolist()
     assert rows.tolist() != FinePruning(holdout_fraction=0.05).holdout(1000, seed=4).tolist()
+
+
+def test_one_flip_needs_a_top_class_probability_of_17_18_at_q_one_tenth():
+    """Two classes, q = 0.1, one changed label: the worst set keeps ν = 0.1 + 0.9·(p − 0.9)/0.1,
+    above 1/2 from p = 0.9444 on (worked by hand)."""
+    assert certified_threshold(1, 0.1, 2) == pytest.approx(17 / 18, abs=1e-6)
+    assert certified_threshold(0, 0.1, 2) == 0.5
+    for k in (2, 3, 10):
+        for r in (1, 4, 9):
+            _, mu, nu = flip_regions(r, 0.3, k)
+            assert mu.sum() == pytest.approx(1) and nu.sum() == pytest.approx(1)
+    # More flips need more confidence; a larger q buys robustness.
+    assert certified_threshold(5, 0.3, 2) > certified_threshold(2, 0.3, 2)
+    assert certified_threshold(5, 0.4, 2) < certified_threshold(5, 0.3, 2)
+
+
+def test_the_ridge_is_linear_in_the_labels_and_its_bound_holds_under_label_noise():
+    """Scores are β(x)ᵀY; the Hoeffding + union bound is below the top class's frequency under
+    the noise, estimated by refitting on 400 noisy label draws."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 3))
+    labels = (features[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(int) + (features[:, 1] > 1)
+    head = RidgeHead.fit(features, labels, 3, l2=1.0, q=0.2, flips=0)
+    test = rng.normal(size=(5, 3))
+    design = np.c_[features, np.ones(60)]
+    beta = design @ np.linalg.inv(design.T @ design + np.eye(4)) @ np.c_[test, np.ones(5)].T
+    np.testing.assert_allclose(head.scores(test), beta.T @ np.eye(3)[labels], atol=1e-10)
+    top, bound = head.top_class_bound(test)
+    hits = np.zeros(5)
+    for _ in range(400):
+        noisy = np.where(rng.random(60) < 0.2, (labels + rng.integers(1, 3, 60)) % 3, labels)
+        hits += RidgeHead.fit(features, noisy, 3, 1.0, 0.2, 0).scores(test).argmax(1) == top
+    assert (bound <= hits / 400 + 0.05).all()
+
+
+def test_certified_needs_fixed_features():
+    Certified().check(100, FixedFeatures(head=partial(MLP)))
+    with pytest.raises(ConfigError, match="ridge head reads fixed features"):
+        Certified().check(100, EndToEnd(network=object))
