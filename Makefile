@@ -158,12 +158,13 @@ mlflow-server: install
 # cost on the Adult grid into docs/performance_defenses.md. Hours on 2 cores.
 DEFENDED := $(foreach d,trim sever activation_clustering spectral_signatures,\
   -e adult_cluster_match_$(d) -e imdb_minilm_head_$(d) -e fashion_mnist_efficientnet_ll_$(d)) \
-  -e fashion_mnist_efficientnet_ll_fine_pruning
+  -e fashion_mnist_efficientnet_ll_fine_pruning -e fashion_mnist_efficientnet_ll_certified
 results-defenses: install data-fashion-mnist
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_head_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_fine_pruning $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_certified $(ARGS)
 	$(BIN)/subpop figure2 --out docs/results/figure2.png
 	$(BIN)/subpop report $(DEFENDED) --paper '' \
 	  --out docs/results/defenses.md --notes docs/results/defenses_notes.md
