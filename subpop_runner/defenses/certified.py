@@ -100,7 +100,7 @@ class RidgeHead:
         gap = (scores[np.arange(len(f)), top][:, None] - scores) * (
             1 - self.q * n_classes / (n_classes - 1)
         )
-        spread = np.einsum("nd,de,ne->n", f, self.m, f).clip(min=1e-300)
+        spread = ((f @ self.m) * f).sum(1).clip(min=1e-300)  # ‖β(x)‖², one product
         tails = np.exp(-(gap**2) / (2 * spread[:, None]))
         tails[np.arange(len(f)), top] = 0.0
         return top, 1 - tails.sum(1)
