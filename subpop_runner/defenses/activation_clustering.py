@@ -9,7 +9,8 @@ retrain once. Each victim's ``details`` say, per class, the cluster sizes, the s
 what was removed.
 
 The silhouette is computed on at most ``silhouette_sample`` rows of the class (a seeded
-sample): its cost is quadratic in the rows, and 2,000 give it to about ±0.01.
+sample, stratified by cluster so that a small cluster is never missed): its cost is
+quadratic in the rows.
 """
 
 from __future__ import annotations
@@ -79,10 +80,22 @@ class ActivationClustering(Defense):
         cluster = KMeans(2, n_init=10, random_state=seed).fit_predict(reduced)
         if len(np.unique(cluster)) < 2:
             return cluster, 0.0
-        sample = min(self.silhouette_sample, len(reduced))
-        return cluster, float(
-            silhouette_score(reduced, cluster, sample_size=sample, random_state=seed)
-        )
+        rows = stratified_sample(cluster, self.silhouette_sample, seed)
+        return cluster, float(silhouette_score(reduced[rows], cluster[rows]))
+
+
+def stratified_sample(cluster: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """At most ``size`` rows, each cluster in proportion and at least 2 of each (a plain
+    sample can miss a small cluster, and a silhouette needs both)."""
+    if len(cluster) <= size:
+        return np.arange(len(cluster))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for c in np.unique(cluster):
+        members = np.flatnonzero(cluster == c)
+        take = min(len(members), max(2, round(size * len(members) / len(cluster))))
+        parts.append(rng.choice(members, take, replace=False))
+    return np.sort(np.concatenate(parts))
 
 
 def relative_sizes(cluster: np.ndarray, n_clusters: int) -> np.ndarray:

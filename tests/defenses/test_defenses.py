@@ -265,3 +265,12 @@ def test_certified_needs_fixed_features():
     Certified().check(100, FixedFeatures(head=partial(MLP)))
     with pytest.raises(ConfigError, match="ridge head reads fixed features"):
         Certified().check(100, EndToEnd(network=object))
+
+
+def test_a_tiny_cluster_survives_the_silhouette_sample():
+    """3 outlying rows among 5,000: a plain 2,000-row sample can miss them (one label left, and
+    scikit-learn's silhouette raises); the stratified sample keeps both clusters."""
+    rng = np.random.default_rng(0)
+    activations = np.r_[rng.normal(0, 1, (4997, 4)), rng.normal(30, 1, (3, 4))]
+    cluster, silhouette = ActivationClustering(silhouette_sample=50).cluster(activations, seed=0)
+    assert sorted(np.bincount(cluster)) == [3, 4997] and silhouette > 0.5
