@@ -28,8 +28,6 @@ from subpop_runner.training.victims import PENULTIMATE, Victims
 
 
 class ActivationClustering(Defense):
-    needs = ("penultimate",)
-
     def __init__(
         self,
         *,

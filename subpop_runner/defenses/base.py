@@ -6,7 +6,7 @@ train victims on the rows it keeps. It never sees which rows are poison: each vi
 come in an order of their own (a seeded shuffle of the shared train rows and the victim's
 poison rows), and nothing here carries provenance. It returns a keep mask and a score per row,
 per victim, and the victims trained on what it kept; the pipeline compares the masks with the
-provenance afterwards (`removal_report`).
+provenance afterwards (`subpop_runner.metrics.with_defense`).
 """
 
 from __future__ import annotations
@@ -98,10 +98,7 @@ class Defended:
 
 
 class Defense(ABC):
-    """A defense; ``needs`` names what it asks of victims (``loss``, ``proba``,
-    ``penultimate``), checked against the model before any run."""
-
-    needs: tuple[str, ...] = ()
+    """A defense; `check` refuses, before any run, a model that cannot offer what it uses."""
 
     def check(self, n_train: int, regime: object) -> None:  # noqa: B027
         """ConfigError when this defense cannot run on this model or training set."""

@@ -35,8 +35,6 @@ from subpop_runner.training.victims import FEATURES, PENULTIMATE, Victims
 
 
 class Certified(Defense):
-    needs = ("features",)
-
     def __init__(self, *, flip_probability: float = 0.4, l2: float = 1.0):
         self.q, self.l2 = flip_probability, l2
 

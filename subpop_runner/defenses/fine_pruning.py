@@ -26,8 +26,6 @@ from subpop_runner.training.victims import PENULTIMATE, Victims, proba_from_logi
 
 
 class FinePruning(Defense):
-    needs = ("penultimate", "last_layer")
-
     def __init__(
         self,
         *,

@@ -25,8 +25,6 @@ from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims
 
 
 class Sever(Defense):
-    needs = ("proba", "penultimate")
-
     def __init__(self, *, rounds: int = 5, fraction: float = 0.03, iterations: int = 50):
         self.rounds, self.fraction, self.iterations = rounds, fraction, iterations
 

@@ -22,8 +22,6 @@ from subpop_runner.training.victims import PENULTIMATE, Victims
 
 
 class SpectralSignatures(Defense):
-    needs = ("penultimate",)
-
     def __init__(self, *, epsilon: float = 0.1, centered: bool = True):
         self.epsilon, self.centered = epsilon, centered
 

@@ -20,8 +20,6 @@ from subpop_runner.training.victims import Victims
 
 
 class Trim(Defense):
-    needs = ("loss",)
-
     def __init__(self, *, rounds: int = 5, m: int | None = None, fraction: float | None = None):
         self.rounds, self.m, self.fraction = rounds, m, fraction
 
