@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from subpop_runner.attacks.base import PoisonSet, check_memory
+from subpop_runner.attacks.domain import InputDomain, distances
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.defenses.base import TrainingRows
 from subpop_runner.errors import ConfigError
@@ -71,7 +72,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
     tags = job.tags | {JOB_KEY: job_key(cfg, data_files)}
     if not cfg.dataset.verify:
         tags["dataset.verify"] = "false"
-    regime = checked_model(cfg, splits, selector, defense, tracker, job, params, tags)
+    regime = checked_model(cfg, splits, selector, attack, defense, tracker, job, params, tags)
     tracker.check()
     # What the clean victim, surrogate and clustering depend on, besides their own parts.
     upstream = inputs(cfg, data_files)
@@ -116,6 +117,25 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         poison_sets = [
             attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed) for s in selection.attacked
         ]
+        optimized = None
+        if hasattr(attack, "optimize"):
+            # GO / INF move the label-flip poisons on the attacker's model: trained on D_aux
+            # alone, as the victim's family is (the threat model: D_aux is all it has).
+            attacker = train(
+                splits.aux,
+                [PoisonSet.empty(splits.input_shape)],
+                description="attacker's model on aux",
+            )
+            attacking = time.perf_counter()
+            optimized = attack.optimize(
+                poison_sets,
+                selection.attacked,
+                attacker,
+                splits.aux,
+                InputDomain.of(splits, attack.epsilon),
+            )
+            poison_sets = optimized.poison_sets
+            attack_seconds = time.perf_counter() - attacking
         # 4. defend and 5. train: every victim trains on train ∪ its poison; a defense starts
         # from those victims (TRIM's first model, the one the others inspect), sees their rows
         # without provenance, and trains the defended victims on the rows it keeps.
@@ -159,14 +179,22 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         summary = summarize(table, float((clean_pred == test.y).mean()))
         if defended is not None:
             summary["defense_seconds"] = defended.seconds
+        if optimized is not None:
+            summary["attack_seconds"] = attack_seconds
         seconds = {"job_seconds": time.perf_counter() - started, "train_seconds": train_seconds}
         run.log_metrics(summary | seconds)
+        if optimized is not None:
+            # The attack's objective per step, averaged over subpopulations (a curve in the UI).
+            mean = optimized.trace.groupby("step")["objective"].mean()
+            run.log_series("attack_objective", mean.to_numpy())
         run.set_tags(stages.tags() | {"device": poisoned.device})
         files = {
             "subpops.csv": table,
-            "poison.csv": provenance(poison_sets),
+            "poison.csv": provenance(poison_sets, splits.aux),
             "config.yaml": OmegaConf.to_yaml(plain(cfg)),
         }
+        if optimized is not None:
+            files["attack_trace.csv"] = optimized.trace
         if defended is not None and defended.details:
             files["defense_details.csv"] = defense_details(poison_sets, defended.details)
         run.log_files(files)
@@ -196,19 +224,23 @@ def checked_model(
     cfg: DictConfig,
     splits: Splits,
     selector: object,
+    attack: object,
     defense: object,
     tracker: object,
     job: JobInfo,
     params: dict,
     tags: dict,
 ) -> object:
-    """The model's regime, built and checked against the data, and the selector against it.
+    """The model's regime, built and checked against the data, and the selector, attack and
+    defense against it.
     Bad input found here is a single run's `ConfigError` before any run exists; a sweep's job
     also leaves a FAILED run saying why (the sweeper has checked the store)."""
     try:
         regime = build(cfg, "model")
         regime.check(splits)
         selector.check(splits, regime.layers)
+        if hasattr(attack, "check"):
+            attack.check(splits, regime)
         if defense is not None:
             defense.check(len(splits.train), regime)
     except ConfigError as error:
@@ -238,8 +270,10 @@ def victim_trainer(
     return partial(regime.fit, fit=fit)
 
 
-def provenance(poison_sets: list[PoisonSet]) -> pd.DataFrame:
-    """Every poison point: its subpopulation, the aux row it copies, and its label."""
+def provenance(poison_sets: list[PoisonSet], aux: Part) -> pd.DataFrame:
+    """Every poison point: its subpopulation, the aux row it started as, its label, and how
+    far an optimising attack moved it from that row (L2 and L∞; zero for label flipping)."""
+    moved = [distances(p.x, aux.x[p.source_index]) for p in poison_sets]
     return pd.DataFrame(
         {
             "subpop_id": np.concatenate(
@@ -247,5 +281,7 @@ def provenance(poison_sets: list[PoisonSet]) -> pd.DataFrame:
             ),
             "aux_index": np.concatenate([p.source_index for p in poison_sets] or [[]]),
             "label": np.concatenate([p.y for p in poison_sets] or [[]]),
+            "moved_l2": np.concatenate([m[0] for m in moved] or [[]]),
+            "moved_linf": np.concatenate([m[1] for m in moved] or [[]]),
         }
     )

@@ -334,6 +334,22 @@ class LabelFlipSchema(Schema):
     label_rule: str = value(one_of(LABEL_RULES))
 
 
+@dataclass
+class GradientOptimizationSchema(LabelFlipSchema):
+    steps: int = value(at_least(1))
+    lr: float = value(above(0))
+    epsilon: float = value(at_least(0, "a number"))
+
+
+@dataclass
+class InfluenceSchema(GradientOptimizationSchema):
+    damping: float = value(above(0))
+    patience: int = value(at_least(1))
+    refit_iterations: int = value(at_least(1))
+    exact_max: int = value(at_least(0))
+    cg_iterations: int = value(at_least(1))
+
+
 # --- defense ---------------------------------------------------------------------------------
 
 
@@ -500,6 +516,8 @@ SCHEMAS = {
     "selector/cluster_match": ClusterMatchSchema,
     "selector/feature_match": FeatureMatchSchema,
     "attack/label_flip": LabelFlipSchema,
+    "attack/gradient_optimization": GradientOptimizationSchema,
+    "attack/influence": InfluenceSchema,
     "defense/none": NoDefenseSchema,
     "defense/trim": TrimSchema,
     "defense/sever": SeverSchema,

@@ -16,7 +16,8 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,13 +316,20 @@ class JobRun:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items)
+
+    def log_series(self, key: str, values: Sequence[float]) -> None:
+        """One metric over steps 0, 1, …: a curve in the MLflow UI."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():

@@ -145,7 +145,13 @@ class Adult:
         def part(idx: np.ndarray) -> Part:
             return Part(features[idx], labels[idx], annotations.iloc[idx].reset_index(drop=True))
 
-        return Splits(part(train_idx), part(aux_idx), part(test_idx), ("<=50K", ">50K"))
+        return Splits(
+            part(train_idx),
+            part(aux_idx),
+            part(test_idx),
+            ("<=50K", ">50K"),
+            one_hot=one_hot_groups(frame),
+        )
 
 
 def read_adult(files: dict[str, Path], *, verify: bool) -> pd.DataFrame:
@@ -250,6 +256,17 @@ def preprocess(frame: pd.DataFrame, fit_rows: np.ndarray) -> tuple[np.ndarray, n
     features = pd.concat([scaled, onehot], axis=1).to_numpy(np.float32)
     labels = (frame["income"] == ">50K").to_numpy(np.int64)
     return features, labels
+
+
+def one_hot_groups(frame: pd.DataFrame) -> tuple[tuple[int, ...], ...]:
+    """The feature columns `preprocess` gives each categorical column, in its order (the
+    numeric columns come first, then each category's dummies, as ``get_dummies`` lays them)."""
+    groups, start = [], len(NUMERIC)
+    for column in CATEGORICAL:
+        size = frame[column].astype(str).nunique()
+        groups.append(tuple(range(start, start + size)))
+        start += size
+    return tuple(groups)
 
 
 def annotate(frame: pd.DataFrame) -> pd.DataFrame:

@@ -16,8 +16,11 @@ from subpop_runner.data.splits import Part, Splits
 log = logging.getLogger(__name__)
 
 
+PIXEL_RANGE = (-0.5, 0.5)  # pixels 0 and 255, as `scale_pixels` gives them
+
+
 def scale_pixels(pixels: np.ndarray) -> np.ndarray:
-    """uint8 pixels to float32 in [-0.5, 0.5]."""
+    """uint8 pixels to float32 in `PIXEL_RANGE`."""
     return pixels.astype(np.float32) / 255.0 - 0.5
 
 

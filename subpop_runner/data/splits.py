@@ -32,6 +32,9 @@ class Splits:
     # Token-id inputs (text): the `subpop_runner.data.tokens.vocabulary_digest` of the tokenizer
     # that made them, so a model can check they index its own embeddings. None for other data.
     vocabulary: str | None = None
+    # Tables: the column groups that one-hot encode one category each (an optimised poison
+    # keeps each group one-hot); every other column is continuous. Empty for other data.
+    one_hot: tuple[tuple[int, ...], ...] = ()
 
     @property
     def n_features(self) -> int:

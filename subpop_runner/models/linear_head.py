@@ -79,6 +79,15 @@ class LinearHead(L.LightningModule):
         weights = self.weights.detach().view(n_features, self.n_victims, self.n_classes)
         return weights.permute(1, 2, 0).cpu(), self.bias.detach().view(self.n_victims, -1).cpu()
 
+    def victim(self, v: int) -> nn.Module:
+        """Victim ``v`` alone as a torch linear layer (a copy)."""
+        weights, bias = self.last_layer()
+        layer = nn.Linear(weights.shape[2], self.n_classes)
+        with torch.no_grad():
+            layer.weight.copy_(weights[v])
+            layer.bias.copy_(bias[v])
+        return layer
+
     @torch.no_grad()
     def representation(self, x: Tensor, layer: str) -> Tensor:
         if layer not in self.layers:

@@ -117,6 +117,16 @@ class MLP(L.LightningModule):
         _, _, w2, b2 = self.views(self.weights.detach())
         return w2.permute(2, 0, 1).cpu(), b2.T.cpu()
 
+    def victim(self, v: int) -> nn.Module:
+        """Victim ``v`` alone as a torch network (a copy): hidden layer, ReLU, output layer."""
+        w1, b1, w2, b2 = (t[..., v] for t in self.views(self.weights.detach().cpu()))
+        hidden, output = nn.Linear(*w1.shape), nn.Linear(*w2.shape[::-1])
+        with torch.no_grad():
+            for layer, weight, bias in ((hidden, w1.T, b1), (output, w2, b2)):
+                layer.weight.copy_(weight)
+                layer.bias.copy_(bias)
+        return nn.Sequential(hidden, nn.ReLU(), output)
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[V, n, outputs]`` of every victim for shared ``x [n, d]``."""
         w1, b1, w2, b2 = self.views(self.weights)

@@ -40,6 +40,7 @@ class SklearnMLP:
     surrogate trains with (see the module docstring)."""
 
     layers = LAYERS
+    gradients = False  # a fitted MLPClassifier is not a torch function of its inputs
 
     def __init__(
         self,

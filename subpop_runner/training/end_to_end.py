@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
+from subpop_runner.training.differentiable import Differentiable, last_two_layers
 from subpop_runner.training.frozen import FrozenFeatures
 from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims, kept_rows
 
@@ -106,6 +107,11 @@ class EndToEnd:
         self._frozen = None
         if frozen is not None:
             self._frozen = FrozenFeatures(frozen, "cached_inputs", frozen_batch_size, mapped=True)
+
+    @property
+    def gradients(self) -> bool:
+        """Whether victims offer `Victims.differentiable`: not behind a cached frozen front."""
+        return self._frozen is None
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -420,6 +426,13 @@ class NetworkVictims(Victims):
 
     def __len__(self) -> int:
         return len(self.networks)
+
+    def differentiable(self, v: int) -> Differentiable:
+        """Victim v's whole network as ``head`` (a copy, on the CPU); gradients over its last
+        two layers (`last_two_layers`). A network behind a cached frozen front (BERT's last
+        block) has no input gradients: its regime declares ``gradients = False``."""
+        network = copy.deepcopy(self.networks[v]).cpu()
+        return Differentiable(nn.Identity(), network, last_two_layers(network, network.classifier))
 
     def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
         layers = [n.classifier for n in self.networks]

@@ -33,6 +33,7 @@ from subpop_runner.data.epochs import PoisonedEpochs
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
+from subpop_runner.training.differentiable import Differentiable, PooledFeatures
 from subpop_runner.training.frozen import FrozenFeatures
 from subpop_runner.training.victims import FEATURES, PENULTIMATE, Victims, kept_rows
 
@@ -56,6 +57,8 @@ class HeadModule(Protocol):
 
     def representation(self, x: Tensor, layer: str) -> Tensor: ...
 
+    def victim(self, v: int) -> nn.Module: ...
+
 
 POOLED = "pooled"
 
@@ -76,6 +79,7 @@ class FixedFeatures:
     ``n_victims``, ``seed``); ``backbone`` is the frozen feature extractor, or None."""
 
     fixed_features = True  # its victims offer the shared features (layer `FEATURES`)
+    gradients = True  # and `Victims.differentiable`
 
     def __init__(
         self,
@@ -215,6 +219,19 @@ class HeadVictims(Victims):
         weights = torch.cat([w for w, _ in pairs]).numpy()
         bias = torch.cat([b for _, b in pairs]).numpy()
         return list(zip(weights, bias, strict=True))
+
+    def differentiable(self, v: int) -> Differentiable:
+        """The frozen backbone (or the input, flattened) as ``features``, victim v's head as
+        ``head``: all
+        of the head's parameters are trained, and only they are."""
+        start = 0
+        for chunk in self.chunks:
+            if v < start + chunk.n_victims:
+                backbone = self.regime.backbone
+                front = nn.Flatten() if backbone is None else PooledFeatures(backbone)
+                return Differentiable(front, chunk.victim(v - start))
+            start += chunk.n_victims
+        raise IndexError(f"victim {v} of {len(self)}")
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         features = torch.from_numpy(self.regime.features(x, self.fit))

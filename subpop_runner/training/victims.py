@@ -9,7 +9,9 @@ optimisation attacks use, and nothing more (docs/architecture.md, "The victim in
 - ``last_layer()``: each victim's last-layer weights ``W [outputs, d]`` and bias ``[outputs]``
   (a two-class MLP has one logistic output, as scikit-learn's);
 - ``on_rows(shared, own, what)``: any of the above on each victim's own training rows: the
-  rows every victim shares plus the victim's own (its poison set), one victim at a time.
+  rows every victim shares plus the victim's own (its poison set), one victim at a time;
+- ``differentiable(v)``: victim v as a torch function of its inputs, for gradient attacks
+  (`subpop_runner.training.differentiable`); only where the regime says ``gradients = True``.
 
 The module imports numpy only: a family outside the Lightning regimes (scikit-learn's MLP)
 subclasses it without importing Lightning.
@@ -25,6 +27,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from subpop_runner.attacks.base import PoisonSet
+    from subpop_runner.training.differentiable import Differentiable
 
 PENULTIMATE = "penultimate"
 PROBA = "proba"
@@ -56,6 +59,11 @@ class Victims(ABC):
     def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per victim, the last layer's weights ``[outputs, d]`` and bias ``[outputs]``: the
         logits are ``penultimate @ W.T + b``."""
+
+    def differentiable(self, v: int) -> Differentiable:
+        """Victim ``v`` as a torch function of its inputs. A family whose regime does not
+        declare ``gradients = True`` cannot: attacks that need it refuse it at validation."""
+        raise NotImplementedError(f"{type(self).__name__} offers no gradients")
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted labels ``[n_victims, n]``."""

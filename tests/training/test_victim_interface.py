@@ -6,7 +6,9 @@ family passes the same checks.
   a victim trains only on the rows its mask keeps, shared and own alike;
 - ``penultimate`` and ``last_layer`` agree with ``predict_proba`` (logits are the last layer
   applied to the penultimate representation);
-- ``loss`` is each row's cross-entropy; ``on_rows`` gives each victim its own rows.
+- ``loss`` is each row's cross-entropy; ``on_rows`` gives each victim its own rows;
+- where the regime declares ``gradients``, ``differentiable(v)`` gives victim v's
+  probabilities as a torch function, with gradients in its inputs and parameters.
 """
 
 from __future__ import annotations
@@ -161,6 +163,22 @@ def test_every_family_offers_the_victim_interface(family, splits):
         rtol=1e-4,
         atol=1e-6,
     )
+    # A family that gives gradients is, per victim, a torch function of its inputs with the
+    # same probabilities; one that does not says so (attacks refuse it at validation).
+    regime, _ = FAMILIES[family]()
+    if getattr(regime, "gradients", False):
+        for v in range(len(victims)):
+            model = victims.differentiable(v)
+            x = torch.from_numpy(splits.test.x).requires_grad_(True)
+            logits = model.logits(x)
+            np.testing.assert_allclose(logits.softmax(-1).detach().numpy(), proba[v], atol=1e-5)
+            loss = nn.functional.cross_entropy(logits, torch.from_numpy(splits.test.y))
+            by_input, *by_parameter = torch.autograd.grad(loss, [x, *model.parameters])
+            assert by_input.abs().sum() > 0 and all(g.abs().sum() > 0 for g in by_parameter)
+    else:
+        with pytest.raises(NotImplementedError, match="no gradients"):
+            victims.differentiable(0)
+
     # on_rows: victim v's output on the shared rows followed by its own
     own = [p.x for p in sets]
     for what in (PROBA, PENULTIMATE):
