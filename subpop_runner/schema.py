@@ -26,6 +26,8 @@ from subpop_runner.errors import ConfigError
 
 TAKE_OPTIONS = ("all", "lowest", "middle", "highest")
 LABEL_RULES = ("least_frequent", "max_loss")
+SIMILARITIES = ("inner", "cosine")  # attacks.gradient_optimization
+TARGET_LABELS = ("poison", "true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
@@ -339,10 +341,15 @@ class GradientOptimizationSchema(LabelFlipSchema):
     steps: int = value(at_least(1))
     lr: float = value(above(0))
     epsilon: float = value(at_least(0, "a number"))
+    similarity: str = value(one_of(SIMILARITIES))
+    target_label: str = value(one_of(TARGET_LABELS))
 
 
 @dataclass
-class InfluenceSchema(GradientOptimizationSchema):
+class InfluenceSchema(LabelFlipSchema):
+    steps: int = value(at_least(1))
+    lr: float = value(above(0))
+    epsilon: float = value(at_least(0, "a number"))
     damping: float = value(above(0))
     patience: int = value(at_least(1))
     refit_iterations: int = value(at_least(1))
