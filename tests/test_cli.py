@@ -180,6 +180,13 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
             "defense=certified: its ridge head",
         ),
         (["defense=certified", "defense.flip_probability=0.5"], "defense.flip_probability"),
+        (["attack=gradient_optimization", "model=sklearn_mlp"], "offers no gradients"),
+        (["attack=influence", "attack.lr=0"], "attack.lr: got 0"),
+        (
+            ["attack=influence", "model=conv", "dataset=fashion_mnist"]
+            + ["selector.representation=penultimate"],
+            "attack=influence: needs a head on fixed features",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2_and_no_run(tmp_path, args, message):
