@@ -81,6 +81,11 @@ def test_sweeps_compose_with_alpha_axis(sweep):
     params = cfg.hydra.sweeper.params
     if sweep.startswith("adult_reference"):  # the learner check: α=1, both learners
         assert (params["attack.alpha"], params["model"]) == ("1", "mlp,sklearn_mlp")
+    elif sweep == "adult_attacks_trim":  # one defended row: LF against GO poisons at α=1
+        assert (params["attack.alpha"], params["attack"]) == (
+            "1",
+            "label_flip,gradient_optimization",
+        )
     else:
         assert params["attack.alpha"] == "0.5,1,2"
     assert cfg.name in {"adult_cluster_match", "adult_feature_match"}

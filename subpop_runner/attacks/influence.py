@@ -60,7 +60,7 @@ class Influence(OptimizedAttack):
         damping: float = 0.01,
         patience: int = 3,
         refit_iterations: int = 20,
-        exact_max: int = 1000,
+        exact_max: int = 100,
         cg_iterations: int = 50,
     ) -> None:
         super().__init__(alpha=alpha, label_rule=label_rule, steps=steps, lr=lr, epsilon=epsilon)
