@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Default place for MLflow's SQLite store and artifacts (see conf/tracking/sqlite.yaml).
 MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
-.PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult results-defenses \
+.PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult results-defenses results-attacks \
         results-images results-adult-reference sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist \
         results-text
 
@@ -169,6 +169,20 @@ results-defenses: install data-fashion-mnist
 	$(BIN)/subpop report $(DEFENDED) --paper '' \
 	  --out docs/results/defenses.md --notes docs/results/defenses_notes.md
 	$(BIN)/python -m benchmarks.defenses
+
+# docs/results/attacks.md: label flipping, GO and INF side by side (paper Table 8's shape) on
+# Adult (MLP) and Fashion-MNIST (EfficientNet-Lite0 LL), TRIM against LF and GO poisons on
+# Adult; the time per attack into docs/performance_attacks.md. Hours on 2 cores.
+ATTACKED := $(foreach a,label_flip gradient_optimization influence,\
+  -e adult_mlp_cluster_match_$(a) -e fashion_mnist_efficientnet_ll_cluster_match_$(a)) \
+  -e adult_mlp_cluster_match_label_flip_trim -e adult_mlp_cluster_match_gradient_optimization_trim
+results-attacks: install data-fashion-mnist
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_attacks $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_attacks_trim $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_attacks $(ARGS)
+	$(BIN)/subpop report $(ATTACKED) --paper '' \
+	  --out docs/results/attacks.md --notes docs/results/attacks_notes.md
+	$(BIN)/python -m benchmarks.attacks
 
 bench: install data-fashion-mnist
 	$(BIN)/python -m benchmarks.run

@@ -302,6 +302,82 @@ def defenses_overview(runs: dict[str, pd.DataFrame]) -> str | None:
     )
 
 
+ATTACK = "tags.choice.attack"
+ATTACKS = {"label_flip": "LF", "gradient_optimization": "GO", "influence": "INF"}
+SETTING = ("tags.choice.dataset", "tags.choice.model", "tags.choice.defense")
+
+
+def attack_rows(runs: pd.DataFrame, k: int = 10) -> list[dict[str, str]]:
+    """Per attack, per α: worst-k target damage (mean ± interval over seeds) and the attack's
+    time; then each optimised attack minus label flipping, paired per seed; for a defended
+    setting also the defended damage and the share of poisons the defense found."""
+    alpha = runs[ALPHA].astype(float)
+    alphas = sorted(alpha.unique())
+    attacks = [a for a in ATTACKS if a in set(runs[ATTACK])]
+    metrics = {"target damage": f"metrics.target_damage/worst{k}"}
+    if f"metrics.defended_target_damage/worst{k}" in runs:
+        metrics["defended damage"] = f"metrics.defended_target_damage/worst{k}"
+        metrics["poison found"] = f"metrics.poison_found/worst{k}"
+    rows = []
+    for attack in attacks:
+        mine = runs[ATTACK] == attack
+        for label, metric in metrics.items():
+            row = {"attack": ATTACKS[attack], "": label}
+            for a in alphas:
+                chosen = runs[mine & (alpha == a)]
+                row[f"α={a:g}"] = cell(chosen[metric]) + fewer_than_k(chosen, k)
+            rows.append(row)
+        seconds = runs.loc[mine, "metrics.attack_seconds"] if attack != "label_flip" else None
+        if seconds is not None and seconds.notna().any():
+            rows.append(
+                {"attack": ATTACKS[attack], "": "attack time (s)"}
+                | {f"α={a:g}": f"{seconds[alpha[mine] == a].mean():.0f}" for a in alphas}
+            )
+    for attack in attacks[1:]:
+        if "label_flip" not in attacks:
+            break
+        for label, metric in metrics.items():
+            row = {"attack": f"{ATTACKS[attack]} − LF", "": f"{label} (paired)"}
+            for a in alphas:
+                at = alpha == a
+                diffs = paired_differences(
+                    runs[at], runs.loc[at, ATTACK], "label_flip", attack, metric, [SEED]
+                )
+                row[f"α={a:g}"] = paired_cell(diffs)
+            rows.append(row)
+    return rows
+
+
+def attacks_overview(runs: dict[str, pd.DataFrame], k: int = 10) -> str | None:
+    """Paper Table 8: the attacks side by side per α, for every setting (dataset, model,
+    defense) where label flipping and an optimised attack both ran; None when none did."""
+    found = [normalise(latest_per_job(r)[0]) for r in runs.values()]
+    found = [f for f in found if ATTACK in f]
+    every = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+    if every.empty or every[ATTACK].nunique() < 2:
+        return None
+    if "metrics.attack_seconds" not in every:
+        every["metrics.attack_seconds"] = np.nan
+    setting = [c for c in SETTING if c in every]
+    parts = []
+    for key, group in every.groupby(setting, dropna=False):
+        if group[ATTACK].nunique() < 2 or "label_flip" not in set(group[ATTACK]):
+            continue
+        title = ", ".join(str(v) for v in (key if isinstance(key, tuple) else (key,)))
+        parts += [f"### {title}", "", markdown(pd.DataFrame(attack_rows(group, k))), ""]
+    if not parts:
+        return None
+    intro = (
+        f"## Attacks side by side\n\nThe paper's Table 8 shape: per setting and α, the mean "
+        f"target damage over the worst {k} attacked subpopulations (with the 10 most vulnerable "
+        "attacked, all of them), mean ± 95% interval over seeds (n); GO − LF and INF − LF: "
+        "the difference per seed (the same split, subpopulations and label-flip start), "
+        "mean ± 95% interval (n pairs), * where it excludes 0. Attack time: moving the "
+        "poisons of every attacked subpopulation of a run, after label flipping.\n"
+    )
+    return "\n".join([intro, *parts])
+
+
 def judged(number: float, values: pd.Series) -> str:
     """Whether one run's ``number`` (the paper's) lies inside our 95% prediction interval for
     one run, and the interval."""
@@ -601,8 +677,8 @@ def main(argv: list[str]) -> None:
     plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in runs}
     parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n\n{INTERVALS}\n"]
     parts += [experiment_report(e, r, papers.get(e), plots[e]) for e, r in runs.items()]
-    overview = defenses_overview(runs)
-    parts += [] if overview is None else [overview]
+    for overview in (defenses_overview(runs), attacks_overview(runs)):
+        parts += [] if overview is None else [overview]
     parts += [comparison(baseline, other, runs) for baseline, other in args.compare]
     if args.notes:
         parts.append(Path(args.notes).read_text())

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from subpop_runner.errors import ConfigError
 from subpop_runner.report import (
     alpha_differences,
+    attacks_overview,
     cell,
     defense_cells,
     durations,
@@ -515,3 +516,47 @@ def test_defense_table_pairs_before_and_after_per_run():
     assert cells["before − after (paired)"] == f"{mean:.3f} ± {half:.3f} (n=3) *"
     assert cells["poison found"].startswith("0.600 ± ")
     assert cells["rounds"] == "3.0" and cells["defense time (s)"] == "11"
+
+
+def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_label_flip():
+    """Three seeds per attack at one α: GO − LF is the mean of the per-seed differences (the
+    same seed's subpopulations), starred when its interval excludes 0; a setting without
+    label flipping is not compared."""
+    lf, go = np.array([0.10, 0.20, 0.15]), np.array([0.14, 0.26, 0.18])
+    seeds = ["0", "1", "2"]
+
+    def runs(attack: str, damage: np.ndarray, model: str = "mlp") -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "params.seed": seeds,
+                "params.attack.alpha": ["1"] * 3,
+                "tags.choice.attack": [attack] * 3,
+                "tags.choice.dataset": ["adult"] * 3,
+                "tags.choice.model": [model] * 3,
+                "tags.choice.defense": ["none"] * 3,
+                "metrics.target_damage/worst10": damage,
+                "metrics.subpops/attacked": [10.0] * 3,
+                "metrics.attack_seconds": [4.0, 5.0, 6.0] if attack != "label_flip" else np.nan,
+            }
+        )
+
+    text = attacks_overview(
+        {
+            "lf": runs("label_flip", lf),
+            "go": runs("gradient_optimization", go[::-1].copy()),  # seeds out of step
+            "alone": runs("gradient_optimization", go, model="conv"),
+        }
+    )
+    rows = {
+        (line.split("|")[1].strip(), line.split("|")[2].strip()): line.split("|")[3].strip()
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
+    mean, half, n = interval(pd.Series(go[::-1] - lf))
+    assert rows[("GO − LF", "target damage (paired)")] == f"{mean:.3f} ± {half:.3f} (n=3)" + (
+        " *" if abs(mean) > half else ""
+    )
+    assert rows[("GO", "attack time (s)")] == "5"
+    assert rows[("LF", "target damage")].startswith(f"{lf.mean():.3f} ± ")
+    assert "conv" not in text  # GO alone: nothing to compare it with
+    assert attacks_overview({"lf": runs("label_flip", lf)}) is None
