@@ -343,6 +343,8 @@ class GradientOptimizationSchema(LabelFlipSchema):
     epsilon: float = value(at_least(0, "a number"))
     similarity: str = value(one_of(SIMILARITIES))
     target_label: str = value(one_of(TARGET_LABELS))
+    # Poison rows moved together: the same poisons whatever it is (memory, not results).
+    batch_rows: int = value(at_least(1), affects_results=False)
 
 
 @dataclass

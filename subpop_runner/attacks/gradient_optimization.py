@@ -21,6 +21,8 @@ Two choices differ from the issue's first draft, for a measured reason (docs/att
   targets' true-label loss instead (−∇θ L(targets, y)), which for two classes weighs each
   target by how *wrong* the model already is on it, and on the toy lowers the damage.
 
+Subpopulations are batched: as many as hold ``batch_rows`` poisons together share each pass
+through the attacker's model (a backbone's cost is per row, so this is what a GPU needs).
 Each of ``steps`` steps is an Adam step of ``lr`` on the relaxed inputs (Witches' Brew
 optimises its perturbation with Adam too), then the inputs are put back in the domain
 (`subpop_runner.attacks.domain`). The objective is traced per step (step 0: the label-flip
@@ -29,14 +31,15 @@ start).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.functional import cosine_similarity, cross_entropy
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain
-from subpop_runner.attacks.optimization import OptimizedAttack, flat
+from subpop_runner.attacks.optimization import Job, OptimizedAttack, flat
 from subpop_runner.training.differentiable import Differentiable
 
 
@@ -53,44 +56,63 @@ class GradientOptimization(OptimizedAttack):
         epsilon: float = 1 / 510,
         similarity: str = "inner",
         target_label: str = "poison",
+        batch_rows: int = 256,
     ) -> None:
         super().__init__(alpha=alpha, label_rule=label_rule, steps=steps, lr=lr, epsilon=epsilon)
         self.similarity, self.target_label = similarity, target_label
+        self.batch_rows = batch_rows
+
+    def groups(self, jobs: list[Job]) -> Iterator[list[Job]]:
+        """Consecutive subpopulations with at most ``batch_rows`` poisons together (at least
+        one): their poisons share every forward and backward pass."""
+        group: list[Job] = []
+        for job in jobs:
+            if group and sum(len(j.poison) for j in group) + len(job.poison) > self.batch_rows:
+                yield group
+                group = []
+            group.append(job)
+        if group:
+            yield group
 
     def move(
-        self,
-        poison: PoisonSet,
-        targets: tuple[Tensor, Tensor],
-        members: np.ndarray,
-        model: Differentiable,
-        domain: InputDomain,
-        context: object,
-    ) -> tuple[np.ndarray, dict[str, list]]:
-        target_x, target_y = targets
-        start = torch.from_numpy(poison.x).to(target_x.device)
-        labels = torch.from_numpy(poison.y).to(target_x.device)
-        if self.target_label == "poison":
-            wanted = flat(self.gradient(model, target_x, torch.full_like(target_y, poison.y[0])))
-        else:
-            wanted = -flat(self.gradient(model, target_x, target_y))
+        self, group: list[Job], model: Differentiable, domain: InputDomain, context: object
+    ) -> list[tuple[np.ndarray, dict[str, list]]]:
+        """Every subpopulation's objective depends on its own poisons only, and Adam is
+        elementwise: one optimiser over the group's poisons moves each set as alone."""
+        device = group[0].target_x.device
+        wanted = [self.wanted(job, model) for job in group]
+        start = torch.from_numpy(np.concatenate([j.poison.x for j in group])).to(device)
+        labels = torch.from_numpy(np.concatenate([j.poison.y for j in group])).to(device)
+        ends = np.cumsum([len(j.poison) for j in group])
+        rows = [slice(e - len(j.poison), e) for j, e in zip(group, ends, strict=True)]
         relaxed = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([relaxed], lr=self.lr)
-        trace: dict[str, list] = {"step": [], "objective": []}
+        traces: list[dict[str, list]] = [{"step": [], "objective": []} for _ in group]
         for step in range(self.steps + 1):
-            gradient = flat(
-                self.gradient(model, domain.straight_through(relaxed), labels, create_graph=True)
-            )
-            objective = self.similar(gradient, wanted)
-            trace["step"].append(step)
-            trace["objective"].append(float(objective.detach()))
+            logits = model.logits(domain.straight_through(relaxed))
+            objectives = []
+            for own, aim, trace in zip(rows, wanted, traces, strict=True):
+                loss = cross_entropy(logits[own], labels[own])
+                gradient = torch.autograd.grad(loss, model.parameters, create_graph=True)
+                objectives.append(self.similar(flat(gradient), aim))
+                trace["step"].append(step)
+                trace["objective"].append(float(objectives[-1].detach()))
             if step == self.steps:
                 break
-            (rise,) = torch.autograd.grad(objective, relaxed)
-            relaxed.grad = -rise  # Adam descends; the objective is to rise
+            (rise,) = torch.autograd.grad(torch.stack(objectives).sum(), relaxed)
+            relaxed.grad = -rise  # Adam descends; the objectives are to rise
             optimizer.step()
             with torch.no_grad():
                 relaxed.copy_(domain.clamp(relaxed, start))
-        return domain.project(relaxed).cpu().numpy().astype(poison.x.dtype), trace
+        moved = domain.project(relaxed).cpu().numpy().astype(group[0].poison.x.dtype)
+        return [(moved[own], trace) for own, trace in zip(rows, traces, strict=True)]
+
+    def wanted(self, job: Job, model: Differentiable) -> Tensor:
+        """The gradient the poisons' gradient should resemble (see the module docstring)."""
+        if self.target_label == "poison":
+            adversarial = torch.full_like(job.target_y, int(job.poison.y[0]))
+            return flat(self.gradient(model, job.target_x, adversarial))
+        return -flat(self.gradient(model, job.target_x, job.target_y))
 
     def similar(self, a: Tensor, b: Tensor) -> Tensor:
         return (a * b).sum() if self.similarity == "inner" else cosine_similarity(a, b, dim=0)

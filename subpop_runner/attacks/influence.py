@@ -29,9 +29,8 @@ from torch import Tensor
 from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain
-from subpop_runner.attacks.optimization import OptimizedAttack, flat
+from subpop_runner.attacks.optimization import Job, OptimizedAttack, flat
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.differentiable import Differentiable, two_class
@@ -85,16 +84,16 @@ class Influence(OptimizedAttack):
         )
 
     def move(
-        self,
-        poison: PoisonSet,
-        targets: tuple[Tensor, Tensor],
-        members: np.ndarray,
-        model: Differentiable,
-        domain: InputDomain,
-        context: AuxFeatures,
+        self, group: list[Job], model: Differentiable, domain: InputDomain, context: AuxFeatures
+    ) -> list[tuple[np.ndarray, dict[str, list]]]:
+        """Each subpopulation on its own: each refits its own head."""
+        return [self.move_one(job, model, domain, context) for job in group]
+
+    def move_one(
+        self, job: Job, model: Differentiable, domain: InputDomain, context: AuxFeatures
     ) -> tuple[np.ndarray, dict[str, list]]:
-        head = Head(model)
-        target_h, target_y = context.x[torch.from_numpy(members)], targets[1]
+        head, poison = Head(model), job.poison
+        target_h, target_y = context.x[torch.from_numpy(job.members)], job.target_y
         start = torch.from_numpy(poison.x).to(target_h.device)
         labels = torch.from_numpy(poison.y).to(target_h.device)
         relaxed = start.clone()

@@ -11,13 +11,14 @@ text (token ids) is not continuous and is refused, as in the paper.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain
@@ -78,26 +79,39 @@ class OptimizedAttack(LabelFlip):
         domain: InputDomain,
     ) -> Optimized:
         """Move every label-flip poison set against the attacker's model (victim 0 of
-        ``attacker``), its subpopulation's aux points the targets."""
+        ``attacker``), its subpopulation's aux points the targets; `groups` of them at once."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = attacker.differentiable(0).to(device)
         context = self.prepare(attacker, aux, device)
-        moved, traces = [], []
-        for poison, subpop in zip(poison_sets, subpops, strict=True):
-            if not len(poison):
-                moved.append(poison)
-                continue
-            members = subpop.aux
-            targets = (
-                torch.from_numpy(aux.x[members]).to(device),
-                torch.from_numpy(aux.y[members]).to(device),
+        jobs = [
+            Job(
+                poison,
+                subpop.aux,
+                torch.from_numpy(aux.x[subpop.aux]).to(device),
+                torch.from_numpy(aux.y[subpop.aux]).to(device),
             )
-            x, trace = self.move(poison, targets, members, model, domain, context)
-            moved.append(PoisonSet(poison.subpop_id, x, poison.y, poison.source_index))
-            traces.append(pd.DataFrame({"subpop_id": poison.subpop_id, **trace}))
+            for poison, subpop in zip(poison_sets, subpops, strict=True)
+            if len(poison)
+        ]
+        moved = {}
+        traces = []
+        with tqdm(total=len(jobs), desc=self.name, unit="subpop", leave=False) as bar:
+            for group in self.groups(jobs):
+                for job, (x, trace) in zip(
+                    group, self.move(group, model, domain, context), strict=True
+                ):
+                    p = job.poison
+                    moved[p.subpop_id] = PoisonSet(p.subpop_id, x, p.y, p.source_index)
+                    traces.append(pd.DataFrame({"subpop_id": p.subpop_id, **trace}))
+                bar.update(len(group))
         columns = ["subpop_id", "step", "objective"]
         trace = pd.concat(traces, ignore_index=True) if traces else pd.DataFrame(columns=columns)
-        return Optimized(moved, trace)
+        return Optimized([moved.get(p.subpop_id, p) for p in poison_sets], trace)
+
+    def groups(self, jobs: list[Job]) -> Iterator[list[Job]]:
+        """One subpopulation at a time (an attack that batches them says otherwise)."""
+        for job in jobs:
+            yield [job]
 
     def prepare(self, attacker: Victims, aux: Part, device: torch.device) -> object:
         """What every subpopulation's `move` shares beyond the model (None here)."""
@@ -105,16 +119,20 @@ class OptimizedAttack(LabelFlip):
 
     @abstractmethod
     def move(
-        self,
-        poison: PoisonSet,
-        targets: tuple[Tensor, Tensor],
-        members: np.ndarray,
-        model: Differentiable,
-        domain: InputDomain,
-        context: object,
-    ) -> tuple[np.ndarray, dict[str, list]]:
-        """The poison set's moved inputs (in the domain), and its trace: ``step`` and
-        ``objective`` lists (and any more columns)."""
+        self, group: list[Job], model: Differentiable, domain: InputDomain, context: object
+    ) -> list[tuple[np.ndarray, dict[str, list]]]:
+        """Per job of the group, the poison set's moved inputs (in the domain) and its trace:
+        ``step`` and ``objective`` lists (and any more columns)."""
+
+
+@dataclass
+class Job:
+    """One subpopulation to attack: its label-flip poisons, its aux members, the targets."""
+
+    poison: PoisonSet
+    members: np.ndarray
+    target_x: Tensor
+    target_y: Tensor
 
 
 def flat(tensors: Sequence[Tensor]) -> Tensor:

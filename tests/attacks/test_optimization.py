@@ -227,3 +227,20 @@ def test_go_works_on_end_to_end_networks_and_gradients_reach_only_the_last_two_l
     attack = GradientOptimization(alpha=0.5, steps=3, epsilon=0.01)
     poison = optimized(attack, splits, subpop, attacker, InputDomain.of(splits, 0.01))
     assert 0 < np.abs(poison.x - splits.aux.x[poison.source_index]).max() <= 0.01 + 1e-7
+
+
+def test_go_batched_across_subpopulations_moves_each_as_if_alone(trained_toy):
+    splits, subpop, _, attacker = trained_toy
+    other = Subpopulation(1, "right", splits.aux.x[:, 0] > 2.5, subpop.train, subpop.test)
+    clean = attacker.predict_proba(splits.aux.x)[0]
+    domain = InputDomain.of(splits, epsilon=1 / 510)
+
+    def moved(batch_rows: int) -> list[PoisonSet]:
+        attack = GradientOptimization(alpha=1, steps=5, batch_rows=batch_rows)
+        starts = [attack.poison(s, splits.aux, clean, seed=0) for s in (subpop, other)]
+        return attack.optimize(starts, [subpop, other], attacker, splits.aux, domain).poison_sets
+
+    alone, together = moved(1), moved(10_000)
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a.x, b.x, atol=1e-5)
+    assert not np.allclose(alone[0].x, splits.aux.x[alone[0].source_index])
