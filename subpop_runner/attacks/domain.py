@@ -1,4 +1,4 @@
-"""Where an optimised poison point may go (issue: poisons stay in the input domain).
+"""Where an optimised poison point may go: it must stay a valid input.
 
 - Images: every pixel within the valid range (0..255 before scaling) and within ``epsilon``
   of its starting value (L∞, in the same units: 1/510 is half a grey level).

@@ -12,7 +12,7 @@ then descends that loss, pulling the targets towards the poisons' label.
 .differentiable`), L the mean cross-entropy called as ``cross_entropy(logits, labels)`` (the
 authors' Keras call passes y_true and y_pred swapped).
 
-Two choices differ from the issue's first draft, for a measured reason (docs/attacks.md):
+Two choices the paper leaves open, made on measurements (docs/results/attacks_notes.md):
 - ``similarity: inner`` (the paper's own objective, ∇θL(targets)ᵀ∇θL(poisons)) by default;
   ``cosine`` (Witches' Brew) is offered. For a logistic head a row's gradient is a multiple of
   its input, so the cosine is largest with the poisons on top of the targets, where label
