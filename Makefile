@@ -180,6 +180,7 @@ results-attacks: install data-fashion-mnist
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_attacks $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_attacks_trim $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_attacks $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_attacks_epsilon $(ARGS)
 	$(BIN)/subpop report $(ATTACKED) --paper '' \
 	  --out docs/results/attacks.md --notes docs/results/attacks_notes.md
 	$(BIN)/python -m benchmarks.attacks

@@ -307,43 +307,69 @@ ATTACKS = {"label_flip": "LF", "gradient_optimization": "GO", "influence": "INF"
 SETTING = ("tags.choice.dataset", "tags.choice.model", "tags.choice.defense")
 
 
+def attack_variants(runs: pd.DataFrame) -> pd.Series:
+    """Each run's attack as the table names it: LF, GO, INF, followed by the attack settings
+    that differ between that attack's runs (α aside), e.g. ``GO (epsilon=0.0627)``."""
+    labels = runs[ATTACK].map(ATTACKS)
+    for attack, mine in runs.groupby(ATTACK):
+        keys = [
+            c
+            for c in mine.columns
+            if c.startswith("params.attack.") and c != ALPHA and mine[c].nunique() > 1
+        ]
+        for index, row in mine.iterrows():
+            if keys:
+                settings = ", ".join(f"{c.removeprefix('params.attack.')}={row[c]}" for c in keys)
+                labels[index] = f"{ATTACKS[attack]} ({settings})"
+    return labels
+
+
 def attack_rows(runs: pd.DataFrame, k: int = 10) -> list[dict[str, str]]:
-    """Per attack, per α: worst-k target damage (mean ± interval over seeds) and the attack's
-    time; then each optimised attack minus label flipping, paired per seed; for a defended
-    setting also the defended damage and the share of poisons the defense found."""
+    """Per attack (`attack_variants`), per α: worst-k target damage (mean ± interval over
+    seeds) and the attack's time; then each optimised attack minus label flipping, paired per
+    seed; for a defended setting also the defended damage and the share of poisons the defense
+    found."""
     alpha = runs[ALPHA].astype(float)
     alphas = sorted(alpha.unique())
-    attacks = [a for a in ATTACKS if a in set(runs[ATTACK])]
+    variant = attack_variants(runs)
+    order = {name: i for i, name in enumerate(ATTACKS.values())}
+    variants = sorted(variant.unique(), key=lambda v: (order.get(v.split(" ")[0], 9), v))
     metrics = {"target damage": f"metrics.target_damage/worst{k}"}
     if f"metrics.defended_target_damage/worst{k}" in runs:
         metrics["defended damage"] = f"metrics.defended_target_damage/worst{k}"
         metrics["poison found"] = f"metrics.poison_found/worst{k}"
     rows = []
-    for attack in attacks:
-        mine = runs[ATTACK] == attack
+    for name in variants:
+        mine = variant == name
         for label, metric in metrics.items():
-            row = {"attack": ATTACKS[attack], "": label}
+            row = {"attack": name, "": label}
             for a in alphas:
                 chosen = runs[mine & (alpha == a)]
-                row[f"α={a:g}"] = cell(chosen[metric]) + fewer_than_k(chosen, k)
+                row[f"α={a:g}"] = (
+                    cell(chosen[metric]) + fewer_than_k(chosen, k) if len(chosen) else "–"
+                )
             rows.append(row)
-        seconds = runs.loc[mine, "metrics.attack_seconds"] if attack != "label_flip" else None
-        if seconds is not None and seconds.notna().any():
+        seconds = runs.loc[mine, "metrics.attack_seconds"]
+        if seconds.notna().any():
+            times = {a: seconds[alpha[mine] == a] for a in alphas}
             rows.append(
-                {"attack": ATTACKS[attack], "": "attack time (s)"}
-                | {f"α={a:g}": f"{seconds[alpha[mine] == a].mean():.0f}" for a in alphas}
+                {"attack": name, "": "attack time (s)"}
+                | {
+                    f"α={a:g}": f"{t.mean():.0f}" if t.notna().any() else "–"
+                    for a, t in times.items()
+                }
             )
-    for attack in attacks[1:]:
-        if "label_flip" not in attacks:
-            break
+    if "LF" not in variants:
+        return rows
+    for name in variants:
+        if name == "LF":
+            continue
         for label, metric in metrics.items():
-            row = {"attack": f"{ATTACKS[attack]} − LF", "": f"{label} (paired)"}
+            row = {"attack": f"{name} − LF", "": f"{label} (paired)"}
             for a in alphas:
                 at = alpha == a
-                diffs = paired_differences(
-                    runs[at], runs.loc[at, ATTACK], "label_flip", attack, metric, [SEED]
-                )
-                row[f"α={a:g}"] = paired_cell(diffs)
+                diffs = paired_differences(runs[at], variant[at], "LF", name, metric, [SEED])
+                row[f"α={a:g}"] = paired_cell(diffs) if len(diffs) else "–"
             rows.append(row)
     return rows
 

@@ -525,10 +525,13 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
     lf, go = np.array([0.10, 0.20, 0.15]), np.array([0.14, 0.26, 0.18])
     seeds = ["0", "1", "2"]
 
-    def runs(attack: str, damage: np.ndarray, model: str = "mlp") -> pd.DataFrame:
+    def runs(
+        attack: str, damage: np.ndarray, model: str = "mlp", eps: str = "0.002"
+    ) -> pd.DataFrame:
         return pd.DataFrame(
             {
                 "params.seed": seeds,
+                "params.attack.epsilon": [eps if attack != "label_flip" else np.nan] * 3,
                 "params.attack.alpha": ["1"] * 3,
                 "tags.choice.attack": [attack] * 3,
                 "tags.choice.dataset": ["adult"] * 3,
@@ -545,6 +548,7 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
             "lf": runs("label_flip", lf),
             "go": runs("gradient_optimization", go[::-1].copy()),  # seeds out of step
             "alone": runs("gradient_optimization", go, model="conv"),
+            "wide": runs("gradient_optimization", go + 0.1, eps="0.06"),
         }
     )
     rows = {
@@ -553,10 +557,13 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
         if line.startswith("| ")
     }
     mean, half, n = interval(pd.Series(go[::-1] - lf))
-    assert rows[("GO − LF", "target damage (paired)")] == f"{mean:.3f} ± {half:.3f} (n=3)" + (
-        " *" if abs(mean) > half else ""
+    assert rows[("GO (epsilon=0.06) − LF", "target damage (paired)")].startswith(
+        f"{(go + 0.1 - lf).mean():.3f} ± "
     )
-    assert rows[("GO", "attack time (s)")] == "5"
+    assert rows[
+        ("GO (epsilon=0.002) − LF", "target damage (paired)")
+    ] == f"{mean:.3f} ± {half:.3f} (n=3)" + (" *" if abs(mean) > half else "")
+    assert rows[("GO (epsilon=0.002)", "attack time (s)")] == "5"
     assert rows[("LF", "target damage")].startswith(f"{lf.mean():.3f} ± ")
     assert "conv" not in text  # GO alone: nothing to compare it with
     assert attacks_overview({"lf": runs("label_flip", lf)}) is None
