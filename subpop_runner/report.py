@@ -319,9 +319,19 @@ def attack_variants(runs: pd.DataFrame) -> pd.Series:
         ]
         for index, row in mine.iterrows():
             if keys:
-                settings = ", ".join(f"{c.removeprefix('params.attack.')}={row[c]}" for c in keys)
+                settings = ", ".join(
+                    f"{c.removeprefix('params.attack.')}={short(row[c])}" for c in keys
+                )
                 labels[index] = f"{ATTACKS[attack]} ({settings})"
     return labels
+
+
+def short(value: object) -> str:
+    """A number in 3 significant digits (1/510 as 0.00196), anything else as it is."""
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def attack_rows(runs: pd.DataFrame, k: int = 10) -> list[dict[str, str]]:

@@ -526,7 +526,7 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
     seeds = ["0", "1", "2"]
 
     def runs(
-        attack: str, damage: np.ndarray, model: str = "mlp", eps: str = "0.002"
+        attack: str, damage: np.ndarray, model: str = "mlp", eps: str = "0.00196078431372549"
     ) -> pd.DataFrame:
         return pd.DataFrame(
             {
@@ -561,9 +561,9 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
         f"{(go + 0.1 - lf).mean():.3f} ± "
     )
     assert rows[
-        ("GO (epsilon=0.002) − LF", "target damage (paired)")
+        ("GO (epsilon=0.00196) − LF", "target damage (paired)")
     ] == f"{mean:.3f} ± {half:.3f} (n=3)" + (" *" if abs(mean) > half else "")
-    assert rows[("GO (epsilon=0.002)", "attack time (s)")] == "5"
+    assert rows[("GO (epsilon=0.00196)", "attack time (s)")] == "5"
     assert rows[("LF", "target damage")].startswith(f"{lf.mean():.3f} ± ")
     assert "conv" not in text  # GO alone: nothing to compare it with
     assert attacks_overview({"lf": runs("label_flip", lf)}) is None
