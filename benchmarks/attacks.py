@@ -45,16 +45,22 @@ def main() -> None:
             if name not in known:
                 continue
             runs, _ = latest_per_job(tracker.job_runs(name))
-            per_attack = runs["metrics.attack_seconds"] / runs["metrics.subpops/attacked"]
-            for alpha, seconds in per_attack.groupby(runs["params.attack.alpha"].astype(float)):
-                mean, half, n = interval(seconds)
+            runs = runs.assign(
+                per_attack=runs["metrics.attack_seconds"] / runs["metrics.subpops/attacked"],
+                alpha=runs["params.attack.alpha"].astype(float),
+                epsilon=runs["params.attack.epsilon"].astype(float),
+                poisons=runs["metrics.poison_count/worst10"],
+            )
+            for (epsilon, alpha), group in runs.groupby(["epsilon", "alpha"]):
+                mean, half, n = interval(group["per_attack"])
                 rows.append(
                     {
                         "data, model": setting,
                         "attack": attack,
+                        "ε (images)": f"{epsilon:.3g}" if "mnist" in prefix else "–",
                         "α": f"{alpha:g}",
                         "seconds per attack": f"{mean:.1f} ± {half:.1f} (n={n})",
-                        "poisons per attack": f"{runs['metrics.poison_count/worst10'].mean():.0f}",
+                        "poisons per attack": f"{group['poisons'].mean():.0f}",
                     }
                 )
     write_page(
@@ -62,7 +68,8 @@ def main() -> None:
         "benchmarks/attacks.py",
         started,
         "the runs of sweeps/adult_attacks.yaml and sweeps/fashion_mnist_efficientnet_ll_attacks"
-        ".yaml (real UCI Adult; Fashion-MNIST 5,000 images per part; 10 subpopulations per run)",
+        "{,_epsilon}.yaml (real UCI Adult; Fashion-MNIST 5,000 images per part, 64 px into the "
+        "backbone; 10 subpopulations per run)",
         {
             "Seconds per attacked subpopulation": [
                 "One attack = moving one subpopulation's label-flip poisons (GO: 50 Adam steps "
