@@ -345,8 +345,9 @@ def attack_rows(runs: pd.DataFrame, k: int = 10) -> list[dict[str, str]]:
     order = {name: i for i, name in enumerate(ATTACKS.values())}
     variants = sorted(variant.unique(), key=lambda v: (order.get(v.split(" ")[0], 9), v))
     metrics = {"target damage": f"metrics.target_damage/worst{k}"}
-    if f"metrics.defended_target_damage/worst{k}" in runs:
-        metrics["defended damage"] = f"metrics.defended_target_damage/worst{k}"
+    defended = f"metrics.defended_target_damage/worst{k}"
+    if defended in runs and runs[defended].notna().any():
+        metrics["defended damage"] = defended
         metrics["poison found"] = f"metrics.poison_found/worst{k}"
     rows = []
     for name in variants:

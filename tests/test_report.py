@@ -539,6 +539,8 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
                 "tags.choice.defense": ["none"] * 3,
                 "metrics.target_damage/worst10": damage,
                 "metrics.subpops/attacked": [10.0] * 3,
+                # Beside a defended experiment's runs, an undefended one's have none.
+                "metrics.defended_target_damage/worst10": np.nan,
                 "metrics.attack_seconds": [4.0, 5.0, 6.0] if attack != "label_flip" else np.nan,
             }
         )
@@ -566,4 +568,5 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
     assert rows[("GO (epsilon=0.00196)", "attack time (s)")] == "5"
     assert rows[("LF", "target damage")].startswith(f"{lf.mean():.3f} ± ")
     assert "conv" not in text  # GO alone: nothing to compare it with
+    assert "defended damage" not in text  # no defense ran: no such rows
     assert attacks_overview({"lf": runs("label_flip", lf)}) is None
