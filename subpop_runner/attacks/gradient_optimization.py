@@ -49,16 +49,13 @@ class GradientOptimization(OptimizedAttack):
     def __init__(
         self,
         *,
-        alpha: float = 1.0,
-        label_rule: str = "least_frequent",
-        steps: int = 50,
-        lr: float = 0.2,
-        epsilon: float = 1 / 510,
         similarity: str = "inner",
         target_label: str = "poison",
         batch_rows: int = 256,
+        **common: object,
     ) -> None:
-        super().__init__(alpha=alpha, label_rule=label_rule, steps=steps, lr=lr, epsilon=epsilon)
+        """``common``: `OptimizedAttack`'s settings (alpha, label_rule, steps, lr, epsilon)."""
+        super().__init__(**common)
         self.similarity, self.target_label = similarity, target_label
         self.batch_rows = batch_rows
 

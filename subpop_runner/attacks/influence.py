@@ -51,18 +51,16 @@ class Influence(OptimizedAttack):
     def __init__(
         self,
         *,
-        alpha: float = 1.0,
-        label_rule: str = "least_frequent",
         steps: int = 20,
-        lr: float = 0.2,
-        epsilon: float = 1 / 510,
         damping: float = 0.01,
         patience: int = 3,
         refit_iterations: int = 20,
         exact_max: int = 100,
         cg_iterations: int = 50,
+        **common: object,
     ) -> None:
-        super().__init__(alpha=alpha, label_rule=label_rule, steps=steps, lr=lr, epsilon=epsilon)
+        """``common``: `OptimizedAttack`'s other settings (alpha, label_rule, lr, epsilon)."""
+        super().__init__(steps=steps, **common)
         self.damping, self.patience = damping, patience
         self.refit_iterations, self.exact_max = refit_iterations, exact_max
         self.cg_iterations = cg_iterations
