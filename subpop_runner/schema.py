@@ -337,10 +337,16 @@ class LabelFlipSchema(Schema):
 
 
 @dataclass
-class GradientOptimizationSchema(LabelFlipSchema):
+class OptimizedAttackSchema(LabelFlipSchema):
+    """What GO and INF share (`subpop_runner.attacks.optimization.OptimizedAttack`)."""
+
     steps: int = value(at_least(1))
     lr: float = value(above(0))
     epsilon: float = value(at_least(0, "a number"))
+
+
+@dataclass
+class GradientOptimizationSchema(OptimizedAttackSchema):
     similarity: str = value(one_of(SIMILARITIES))
     target_label: str = value(one_of(TARGET_LABELS))
     # Poison rows moved together: the same poisons whatever it is (memory, not results).
@@ -348,10 +354,7 @@ class GradientOptimizationSchema(LabelFlipSchema):
 
 
 @dataclass
-class InfluenceSchema(LabelFlipSchema):
-    steps: int = value(at_least(1))
-    lr: float = value(above(0))
-    epsilon: float = value(at_least(0, "a number"))
+class InfluenceSchema(OptimizedAttackSchema):
     damping: float = value(above(0))
     patience: int = value(at_least(1))
     refit_iterations: int = value(at_least(1))
