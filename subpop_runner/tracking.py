@@ -316,18 +316,18 @@ class JobRun:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=items)
+        self._log_metrics([(k, v, 0) for k, v in metrics.items()])
 
     def log_series(self, key: str, values: Sequence[float]) -> None:
         """One metric over steps 0, 1, …: a curve in the MLflow UI."""
+        self._log_metrics([(key, v, step) for step, v in enumerate(values)])
+
+    def _log_metrics(self, points: Sequence[tuple[str, float, int]]) -> None:
+        """(key, value, step) points, in MLflow's batches of at most 1,000."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+        items = [Metric(key, float(v), now, step) for key, v, step in points]
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
