@@ -96,7 +96,7 @@ class Influence(OptimizedAttack):
         labels = torch.from_numpy(poison.y).to(target_h.device)
         relaxed = start.clone()
         theta = head.initial
-        best, best_x, stalled = -np.inf, domain.project(relaxed), 0
+        best, best_x, stalled = -np.inf, start, 0  # step 0 (the start) always replaces it
         trace: dict[str, list] = {"step": [], "objective": []}
         for step in range(self.steps + 1):
             x = domain.project(relaxed)
