@@ -375,8 +375,15 @@ class NoDefenseSchema(Schema):
 
 
 @dataclass
-class TrimSchema(Schema):
+class RetrainingSchema(Schema):
+    """A defense that retrains its victims on the rows it keeps."""
+
     _target_: str = MISSING
+    warm_start: bool = value()
+
+
+@dataclass
+class TrimSchema(RetrainingSchema):
     rounds: int = value(at_least(1))
     # Rows removed per victim: null = the true poison count (the oracle), or a number.
     m: int | None = value(or_null(at_least(0)))
@@ -389,16 +396,14 @@ class TrimSchema(Schema):
 
 
 @dataclass
-class SeverSchema(Schema):
-    _target_: str = MISSING
+class SeverSchema(RetrainingSchema):
     rounds: int = value(at_least(1))
     fraction: float = value(open_fraction(0.5))
     iterations: int = value(at_least(1))
 
 
 @dataclass
-class ActivationClusteringSchema(Schema):
-    _target_: str = MISSING
+class ActivationClusteringSchema(RetrainingSchema):
     components: int = value(at_least(1))
     max_size: float = value(Check("a number in (0, 0.5]", lambda v: 0 < v <= 0.5, "0.6"))
     min_silhouette: float = value(Check("a number in [-1, 1)", lambda v: -1 <= v < 1, "1"))
@@ -406,8 +411,7 @@ class ActivationClusteringSchema(Schema):
 
 
 @dataclass
-class SpectralSignaturesSchema(Schema):
-    _target_: str = MISSING
+class SpectralSignaturesSchema(RetrainingSchema):
     # 1.5 * epsilon of each class is removed, so epsilon < 2/3.
     epsilon: float = value(open_fraction(2 / 3))
     centered: bool = value()

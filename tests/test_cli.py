@@ -168,6 +168,10 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
         (["defense=trim", "defense.m=5000"], "defense.m: 5000 removals of a"),
         (["defense=trim", "defense.m=3", "defense.fraction=0.1"], "one of m and fraction"),
         (["defense=activation_clustering", "defense.max_size=0.9"], "defense.max_size"),
+        (
+            ["defense=spectral_signatures", "defense.warm_start=true", "model=sklearn_mlp"],
+            "defense.warm_start: this model's victims retrain from scratch only",
+        ),
         (["defense=fine_pruning", "defense.holdout_fraction=0"], "defense.holdout_fraction"),
         (
             ["defense=fine_pruning", "model=efficientnet_ll", "model.backbone=null"]

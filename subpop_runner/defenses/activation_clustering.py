@@ -35,9 +35,11 @@ class ActivationClustering(Defense):
         max_size: float = 0.35,
         min_silhouette: float = 0.1,
         silhouette_sample: int = 2000,
+        warm_start: bool = False,
     ):
         self.components, self.max_size = components, max_size
         self.min_silhouette, self.silhouette_sample = min_silhouette, silhouette_sample
+        self.warm_start = warm_start
 
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
         keep, scores, details = [], [], []
@@ -60,7 +62,7 @@ class ActivationClustering(Defense):
             keep.append(kept)
             scores.append(score)
             details.append(report)
-        return Defended(keep, scores, [1] * len(rows), rows.train(keep), details)
+        return Defended(keep, scores, [1] * len(rows), self.retrain(rows, keep, victims), details)
 
     def cluster(self, activations: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
         """2-means labels of the ICA-reduced activations, and the split's silhouette (0 when

@@ -66,9 +66,11 @@ class TrainingRows:
         for proba, labels in zip(self.outputs(victims, PROBA), self.labels, strict=True):
             yield cross_entropy(proba, labels)
 
-    def train(self, keep: Sequence[np.ndarray]) -> Victims:
-        """Victims trained (same seed) on the rows each mask keeps."""
-        return self._train(keep=self.in_training_order(keep))
+    def train(self, keep: Sequence[np.ndarray], start: Victims | None = None) -> Victims:
+        """Victims trained (same seed) on the rows each mask keeps: from scratch, or from
+        ``start``'s parameters (a warm start, where the model's regime offers one)."""
+        keep = self.in_training_order(keep)
+        return self._train(keep=keep) if start is None else self._train(keep=keep, start=start)
 
     def in_training_order(self, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Masks (or scores) from this shuffled order back to the training order (shared rows,
@@ -98,10 +100,26 @@ class Defended:
 
 
 class Defense(ABC):
-    """A defense; `check` refuses, before any run, a model that cannot offer what it uses."""
+    """A defense; `check` refuses, before any run, a model that cannot offer what it uses.
 
-    def check(self, n_train: int, regime: object) -> None:  # noqa: B027
+    ``warm_start``: whether a defense that retrains starts each retrain from the victims it
+    replaces rather than from a fresh initialisation (docs/architecture.md, "Defenses").
+    """
+
+    warm_start: bool = False
+
+    def check(self, n_train: int, regime: object) -> None:
         """ConfigError when this defense cannot run on this model or training set."""
+        if self.warm_start and not getattr(regime, "warm_start", False):
+            raise ConfigError(
+                "defense.warm_start: this model's victims retrain from scratch only (a warm "
+                "start needs a head on fixed features: mlp, the *_ll models, bert_head); set "
+                "defense.warm_start=false"
+            )
+
+    def retrain(self, rows: TrainingRows, keep: Sequence[np.ndarray], victims: Victims) -> Victims:
+        """Victims trained on the rows ``keep`` marks, warm from ``victims`` if so set."""
+        return rows.train(keep, start=victims if self.warm_start else None)
 
     @abstractmethod
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:

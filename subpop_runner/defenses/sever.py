@@ -25,8 +25,16 @@ from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims
 
 
 class Sever(Defense):
-    def __init__(self, *, rounds: int = 5, fraction: float = 0.03, iterations: int = 50):
+    def __init__(
+        self,
+        *,
+        rounds: int = 5,
+        fraction: float = 0.03,
+        iterations: int = 50,
+        warm_start: bool = False,
+    ):
         self.rounds, self.fraction, self.iterations = rounds, fraction, iterations
+        self.warm_start = warm_start
 
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
         keep = [np.ones(len(labels), bool) for labels in rows.labels]
@@ -36,7 +44,7 @@ class Sever(Defense):
                 k & keep_lowest(np.where(k, s, -np.inf), int(self.fraction * k.sum()))
                 for k, s in zip(keep, scores, strict=True)
             ]
-            victims = rows.train(keep)
+            victims = self.retrain(rows, keep, victims)
         return Defended(keep, scores, [self.rounds] * len(rows), victims)
 
     def scores(

@@ -22,8 +22,8 @@ from subpop_runner.training.victims import PENULTIMATE, Victims
 
 
 class SpectralSignatures(Defense):
-    def __init__(self, *, epsilon: float = 0.1, centered: bool = True):
-        self.epsilon, self.centered = epsilon, centered
+    def __init__(self, *, epsilon: float = 0.1, centered: bool = True, warm_start: bool = False):
+        self.epsilon, self.centered, self.warm_start = epsilon, centered, warm_start
 
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
         keep, scores = [], []
@@ -36,7 +36,7 @@ class SpectralSignatures(Defense):
                 kept[members] = keep_lowest(score[members], drop)
             keep.append(kept)
             scores.append(score)
-        return Defended(keep, scores, [1] * len(rows), rows.train(keep))
+        return Defended(keep, scores, [1] * len(rows), self.retrain(rows, keep, victims))
 
 
 def spectral_scores(representations: np.ndarray, centered: bool = True) -> np.ndarray:

@@ -20,14 +20,23 @@ from subpop_runner.training.victims import Victims
 
 
 class Trim(Defense):
-    def __init__(self, *, rounds: int = 5, m: int | None = None, fraction: float | None = None):
+    def __init__(
+        self,
+        *,
+        rounds: int = 5,
+        m: int | None = None,
+        fraction: float | None = None,
+        warm_start: bool = False,
+    ):
         self.rounds, self.m, self.fraction = rounds, m, fraction
+        self.warm_start = warm_start
 
     @property
     def oracle_m(self) -> bool:
         return self.m is None and self.fraction is None
 
     def check(self, n_train: int, regime: object) -> None:
+        super().check(n_train, regime)
         if self.m is not None and self.m >= n_train:
             raise ConfigError(
                 f"defense.m: {self.m} removals of a {n_train}-row training set leave nothing "
@@ -57,7 +66,7 @@ class Trim(Defense):
             keep = proposed
             # Every victim retrains in one batched fit; a round counts for the victims whose
             # kept set changed (the others train on the same rows again).
-            victims = rows.train(keep)
+            victims = self.retrain(rows, keep, victims)
             rounds = [r + int(c) for r, c in zip(rounds, changing, strict=True)]
             scores = list(rows.losses(victims))
         return Defended(keep, scores, rounds, victims)

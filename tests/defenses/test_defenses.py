@@ -122,6 +122,37 @@ def test_activation_clustering_removes_a_small_separated_cluster_only(defended_s
     assert defended.details[1][0]["removed"] == 0 and defended.details[0][0]["removed"] >= 15
 
 
+@pytest.mark.parametrize("defense", [Trim, Sever, SpectralSignatures, ActivationClustering])
+def test_warm_started_defenses_remove_the_planted_rows_too(defended_setup, defense):
+    rows, victims = defended_setup
+    defended = defense(warm_start=True)(rows, victims)
+    planted_removed, _ = removed(rows, defended)
+    assert planted_removed.mean() >= 0.9
+
+
+def test_a_warm_start_begins_at_the_victims_it_replaces():
+    """One epoch from the trained victims stays near them; one epoch from scratch does not."""
+    train, sets = blobs(200, 0), [PoisonSet.empty((2,))] * 2
+    regime = FixedFeatures(head=partial(MLP, learning_rate=0.01))
+    trained = regime.fit(train, sets, Fit(trainer, seed=0))
+    one_epoch = Fit(partial(trainer, max_epochs=1), seed=0)
+    warm = regime.fit(train, sets, one_epoch, start=trained)
+    cold = regime.fit(train, sets, one_epoch)
+
+    def moved(victims) -> float:
+        return float((victims.chunks[0].weights - trained.chunks[0].weights).detach().norm())
+
+    assert moved(warm) < 0.1 * moved(cold)
+    assert not warm.chunks[0].stopped.any()  # its stopping rule starts afresh
+
+
+def test_a_warm_start_needs_a_regime_that_offers_one():
+    regime = EndToEnd(network=object)
+    with pytest.raises(ConfigError, match="defense.warm_start"):
+        Trim(warm_start=True).check(100, regime)
+    Trim().check(100, regime)
+
+
 def test_activation_clustering_sizes_are_arts_analyze_by_size():
     assert relative_sizes(np.array([0, 1, 1, 1, 1]), 2)[0] == pytest.approx(0.2)
 
