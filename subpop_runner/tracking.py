@@ -389,7 +389,8 @@ def _quick_http(timeout_s: float) -> Iterator[None]:
 def experiment_name(cfg: Any) -> str:
     """The MLflow experiment a job logs to: the preset's ``name``, unless the command line
     changed one of the preset's `NAMING_GROUPS` (then a name made of those choices), with a
-    non-default defense's name appended, and ``_smoke`` for every smoke size (``smoke``,
+    non-default defense's name appended (and ``_warm`` when its retrains are warm-started:
+    other victims, kept apart from the from-scratch runs), and ``_smoke`` for every smoke size (``smoke``,
     ``smoke_text``, ``smoke_ft``). Reads Hydra's runtime choices where there are any (a
     composed config outside a Hydra app has none: then ``name`` or ``default``)."""
     hydra = cfg.get("hydra") if "hydra" in cfg else None
@@ -407,6 +408,8 @@ def experiment_name(cfg: Any) -> str:
     defense = choices.get("defense", "none")
     if defense != "none":
         base = f"{base}_{defense}"
+        if (cfg.get("defense") or {}).get("warm_start", False):
+            base = f"{base}_warm"
     smoke = str(choices.get("size", "")).startswith("smoke")  # smoke, smoke_text, smoke_ft
     return f"{base}_smoke" if smoke else base
 

@@ -173,6 +173,8 @@ def test_results_config_leaves_out_what_cannot_change_a_number():
         (["selector=feature_match"], "adult_mlp_feature_match_label_flip"),
         (["selector=feature_match", "size=smoke"], "adult_mlp_feature_match_label_flip_smoke"),
         (["selector.k=50"], "adult_cluster_match"),
+        (["defense=trim"], "adult_cluster_match_trim"),
+        (["defense=trim", "defense.warm_start=true"], "adult_cluster_match_trim_warm"),
     ],
 )
 def test_experiment_name_follows_what_was_run(overrides, name):
