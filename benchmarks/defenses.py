@@ -10,7 +10,7 @@ figure, mean ± 95% interval over seeds. The same grid with warm-started retrain
 defended worst-5 target damage, poison found and rows removed are paired with the from-scratch
 runs per job (same seed, α and poisons). Writes docs/performance_defenses.md.
 
-    python -m benchmarks.defenses [--tracking-dir /path/to/mlruns]
+    python -m benchmarks.defenses [--tracking-dir mlruns] [--warm-tracking-dir mlruns]
 """
 
 from __future__ import annotations
@@ -77,14 +77,16 @@ def warm_against_scratch(defense: str, scratch: pd.DataFrame, warm: pd.DataFrame
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tracking-dir", default="mlruns")
+    parser.add_argument("--warm-tracking-dir", help="the warm runs' store (default: the same)")
     parser.add_argument("--out", default="docs/performance_defenses.md")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     tracker = Tracker(uri=None, dir=args.tracking_dir)
+    warm_tracker = Tracker(uri=None, dir=args.warm_tracking_dir or args.tracking_dir)
     scratch_rows, warm_rows, paired_rows = [], [], []
     for defense in DEFENSES:
         scratch, _ = latest_per_job(tracker.job_runs(f"adult_cluster_match_{defense}"))
-        warm, _ = latest_per_job(tracker.job_runs(f"adult_cluster_match_{defense}_warm"))
+        warm, _ = latest_per_job(warm_tracker.job_runs(f"adult_cluster_match_{defense}_warm"))
         scratch_rows.append(cost_row(defense, grid_ratios(scratch)))
         warm_rows.append(cost_row(defense, grid_ratios(warm)))
         paired_rows.append(warm_against_scratch(defense, scratch, warm))
