@@ -113,8 +113,8 @@ class Defense(ABC):
         if self.warm_start and not getattr(regime, "warm_start", False):
             raise ConfigError(
                 "defense.warm_start: this model's victims retrain from scratch only (a warm "
-                "start needs a head on fixed features: mlp, the *_ll models, bert_head); set "
-                "defense.warm_start=false"
+                "start needs a head on fixed features: mlp, vgg_ll, efficientnet_ll, "
+                "bert_head); set defense.warm_start=false"
             )
 
     def retrain(self, rows: TrainingRows, keep: Sequence[np.ndarray], victims: Victims) -> Victims:
