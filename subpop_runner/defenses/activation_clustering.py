@@ -1,12 +1,16 @@
 """Activation clustering (Chen et al., 2018).
 
 Per victim and class: the penultimate activations of the class's rows, reduced by FastICA to
-``components`` (10) dimensions, split by 2-means. A cluster is removed only when it is small
-(relative size below ``max_size``, 0.35) AND the split is real (silhouette above
-``min_silhouette``, 0.1); a class whose clustering is not flagged keeps every row (removing
-the smaller cluster regardless is how an analysis removed 25.7% of UTKFace). The victims then
-retrain once. Each victim's ``details`` say, per class, the cluster sizes, the silhouette and
-what was removed.
+``components`` (10) dimensions when they have more, split by 2-means. A cluster is removed
+only when it is small (relative size below ``max_size``, 0.35) AND the split is real
+(silhouette above ``min_silhouette``, 0.1); a class whose clustering is not flagged keeps every
+row (removing the smaller cluster regardless is how an analysis removed 25.7% of UTKFace).
+The victims then retrain once. Each victim's ``details`` say, per class, the cluster sizes,
+the silhouette and what was removed.
+
+As in ART (the reference implementation), activations of no more than ``components`` units
+(the Adult MLP's 10 hidden units) are clustered as they are, and FastICA runs with ART's
+``max_iter=1000, tol=0.005``: a 10-to-10 "reduction" would only rotate and whiten them.
 
 The silhouette is computed on at most ``silhouette_sample`` rows of the class (a seeded
 sample, stratified by cluster so that a small cluster is never missed): its cost is
@@ -65,18 +69,25 @@ class ActivationClustering(Defense):
         return Defended(keep, scores, [1] * len(rows), self.retrain(rows, keep, victims), details)
 
     def cluster(self, activations: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-        """2-means labels of the ICA-reduced activations, and the split's silhouette (0 when
-        there is nothing to split)."""
+        """2-means labels of the activations (ICA-reduced when wider than ``components``), and
+        the split's silhouette in that space (0 when there is nothing to split)."""
         # Units constant over the class (dead ReLUs) carry nothing and break ICA's whitening.
         activations = activations[:, np.ptp(activations, 0) > 1e-8]
         if len(activations) < 4 or activations.shape[1] == 0:
             return np.zeros(len(activations), int), 0.0
-        n_components = min(self.components, activations.shape[1], len(activations) - 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            reduced = FastICA(
-                n_components, random_state=seed, whiten="unit-variance", max_iter=400
-            ).fit_transform(activations.astype(np.float64))
+        reduced = activations.astype(np.float64)
+        if activations.shape[1] > self.components:
+            n_components = min(self.components, len(activations) - 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                ica = FastICA(
+                    n_components,
+                    random_state=seed,
+                    whiten="unit-variance",
+                    max_iter=1000,
+                    tol=0.005,
+                )
+                reduced = ica.fit_transform(reduced)
         cluster = KMeans(2, n_init=10, random_state=seed).fit_predict(reduced)
         if len(np.unique(cluster)) < 2:
             return cluster, 0.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+from sklearn.metrics import silhouette_score
 
 from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.splits import Part, Splits
@@ -151,6 +152,15 @@ def test_a_warm_start_needs_a_regime_that_offers_one():
     with pytest.raises(ConfigError, match="defense.warm_start"):
         Trim(warm_start=True).check(100, regime)
     Trim().check(100, regime)
+
+
+def test_activation_clustering_clusters_activations_no_wider_than_its_components_as_they_are():
+    """As ART: 3 units are not "reduced" to 10 (FastICA would only whiten them)."""
+    rng = np.random.default_rng(0)
+    a = np.r_[rng.normal(0, 1, (90, 3)), rng.normal(0, 1, (10, 3)) + [0, 0, 6]]
+    cluster, silhouette = ActivationClustering().cluster(a, seed=0)
+    assert np.flatnonzero(cluster == cluster[-1]).tolist() == list(range(90, 100))
+    assert silhouette == pytest.approx(silhouette_score(a, cluster))
 
 
 def test_activation_clustering_sizes_are_arts_analyze_by_size():
