@@ -375,15 +375,16 @@ class NoDefenseSchema(Schema):
 
 
 @dataclass
-class RetrainingSchema(Schema):
-    """A defense that retrains its victims on the rows it keeps."""
+class RoundsSchema(Schema):
+    """A defense that retrains its victims in rounds; ``warm_start``: each round but the final
+    fit from the victims it replaces."""
 
     _target_: str = MISSING
     warm_start: bool = value()
 
 
 @dataclass
-class TrimSchema(RetrainingSchema):
+class TrimSchema(RoundsSchema):
     rounds: int = value(at_least(1))
     # Rows removed per victim: null = the true poison count (the oracle), or a number.
     m: int | None = value(or_null(at_least(0)))
@@ -396,14 +397,15 @@ class TrimSchema(RetrainingSchema):
 
 
 @dataclass
-class SeverSchema(RetrainingSchema):
+class SeverSchema(RoundsSchema):
     rounds: int = value(at_least(1))
     fraction: float = value(open_fraction(0.5))
     iterations: int = value(at_least(1))
 
 
 @dataclass
-class ActivationClusteringSchema(RetrainingSchema):
+class ActivationClusteringSchema(Schema):
+    _target_: str = MISSING
     components: int = value(at_least(1))
     max_size: float = value(Check("a number in (0, 0.5]", lambda v: 0 < v <= 0.5, "0.6"))
     min_silhouette: float = value(Check("a number in [-1, 1)", lambda v: -1 <= v < 1, "1"))
@@ -411,7 +413,8 @@ class ActivationClusteringSchema(RetrainingSchema):
 
 
 @dataclass
-class SpectralSignaturesSchema(RetrainingSchema):
+class SpectralSignaturesSchema(Schema):
+    _target_: str = MISSING
     # 1.5 * epsilon of each class is removed, so epsilon < 2/3.
     epsilon: float = value(open_fraction(2 / 3))
     centered: bool = value()

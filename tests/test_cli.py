@@ -169,8 +169,13 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
         (["defense=trim", "defense.m=3", "defense.fraction=0.1"], "one of m and fraction"),
         (["defense=activation_clustering", "defense.max_size=0.9"], "defense.max_size"),
         (
-            ["defense=spectral_signatures", "defense.warm_start=true", "model=sklearn_mlp"],
+            ["defense=trim", "defense.warm_start=true", "model=sklearn_mlp"],
             "defense.warm_start: this model's victims retrain from scratch only",
+        ),
+        # Spectral signatures retrains once, and that fit is never warm: no such option.
+        (
+            ["defense=spectral_signatures", "defense.warm_start=true"],
+            "defense.warm_start: no such key",
         ),
         (["defense=fine_pruning", "defense.holdout_fraction=0"], "defense.holdout_fraction"),
         (

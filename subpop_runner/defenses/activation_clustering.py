@@ -39,11 +39,9 @@ class ActivationClustering(Defense):
         max_size: float = 0.35,
         min_silhouette: float = 0.1,
         silhouette_sample: int = 2000,
-        warm_start: bool = False,
     ):
         self.components, self.max_size = components, max_size
         self.min_silhouette, self.silhouette_sample = min_silhouette, silhouette_sample
-        self.warm_start = warm_start
 
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
         keep, scores, details = [], [], []

@@ -102,8 +102,10 @@ class Defended:
 class Defense(ABC):
     """A defense; `check` refuses, before any run, a model that cannot offer what it uses.
 
-    ``warm_start``: whether a defense that retrains starts each retrain from the victims it
-    replaces rather than from a fresh initialisation (docs/architecture.md, "Defenses").
+    ``warm_start``: whether a defense that retrains in rounds (TRIM, SEVER) starts each round's
+    retrain from the victims it replaces rather than from a fresh initialisation; the defended
+    victims, its final fit, always train from scratch on what it keeps (docs/architecture.md,
+    "Defenses").
     """
 
     warm_start: bool = False
@@ -117,9 +119,17 @@ class Defense(ABC):
                 "bert_head); set defense.warm_start=false"
             )
 
-    def retrain(self, rows: TrainingRows, keep: Sequence[np.ndarray], victims: Victims) -> Victims:
-        """Victims trained on the rows ``keep`` marks, warm from ``victims`` if so set."""
-        return rows.train(keep, start=victims if self.warm_start else None)
+    def retrain(
+        self,
+        rows: TrainingRows,
+        keep: Sequence[np.ndarray],
+        victims: Victims,
+        final: bool = True,
+    ) -> Victims:
+        """Victims trained on the rows ``keep`` marks: from scratch for the ``final`` fit,
+        else warm from ``victims`` where ``warm_start`` is set."""
+        warm = self.warm_start and not final
+        return rows.train(keep, start=victims if warm else None)
 
     @abstractmethod
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:

@@ -38,13 +38,13 @@ class Sever(Defense):
 
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
         keep = [np.ones(len(labels), bool) for labels in rows.labels]
-        for _ in range(self.rounds):
+        for round_ in range(self.rounds):
             scores = self.scores(rows, victims, keep)
             keep = [
                 k & keep_lowest(np.where(k, s, -np.inf), int(self.fraction * k.sum()))
                 for k, s in zip(keep, scores, strict=True)
             ]
-            victims = self.retrain(rows, keep, victims)
+            victims = self.retrain(rows, keep, victims, final=round_ == self.rounds - 1)
         return Defended(keep, scores, [self.rounds] * len(rows), victims)
 
     def scores(

@@ -22,8 +22,8 @@ from subpop_runner.training.victims import PENULTIMATE, Victims
 
 
 class SpectralSignatures(Defense):
-    def __init__(self, *, epsilon: float = 0.1, centered: bool = True, warm_start: bool = False):
-        self.epsilon, self.centered, self.warm_start = epsilon, centered, warm_start
+    def __init__(self, *, epsilon: float = 0.1, centered: bool = True):
+        self.epsilon, self.centered = epsilon, centered
 
     def defend(self, rows: TrainingRows, victims: Victims) -> Defended:
         keep, scores = [], []

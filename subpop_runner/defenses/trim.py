@@ -55,18 +55,20 @@ class Trim(Defense):
         keep = [np.ones(len(labels), bool) for labels in rows.labels]
         scores = list(rows.losses(victims))
         rounds = [0] * len(rows)
-        changing = np.ones(len(rows), bool)
-        for _ in range(self.rounds):
+        warm = False  # whether ``victims`` came from a warm-started round
+        for round_ in range(self.rounds):
             proposed = [keep_lowest(s, m) for s, m in zip(scores, removals, strict=True)]
-            changing = np.array(
-                [not np.array_equal(a, b) for a, b in zip(proposed, keep, strict=True)]
-            )
-            if not changing.any():
+            changing = [not np.array_equal(a, b) for a, b in zip(proposed, keep, strict=True)]
+            if not any(changing):
                 break
             keep = proposed
             # Every victim retrains in one batched fit; a round counts for the victims whose
             # kept set changed (the others train on the same rows again).
-            victims = self.retrain(rows, keep, victims)
+            final = round_ == self.rounds - 1
+            victims = self.retrain(rows, keep, victims, final=final)
+            warm = self.warm_start and not final
             rounds = [r + int(c) for r, c in zip(rounds, changing, strict=True)]
             scores = list(rows.losses(victims))
+        if warm:  # the kept set stopped changing under warm-started victims: the final fit
+            victims = self.retrain(rows, keep, victims)
         return Defended(keep, scores, rounds, victims)
