@@ -389,10 +389,11 @@ def _quick_http(timeout_s: float) -> Iterator[None]:
 def experiment_name(cfg: Any) -> str:
     """The MLflow experiment a job logs to: the preset's ``name``, unless the command line
     changed one of the preset's `NAMING_GROUPS` (then a name made of those choices), with a
-    non-default defense's name appended (and ``_warm`` when its retrains are warm-started:
-    other victims, kept apart from the from-scratch runs), and ``_smoke`` for every smoke
-    size (``smoke``, ``smoke_text``, ``smoke_ft``). Reads Hydra's runtime choices where there
-    are any (a composed config outside a Hydra app has none: then ``name`` or ``default``)."""
+    non-default defense's name appended (and ``_warm`` when its rounds are warm-started: they
+    may select other rows, so those runs are kept apart from the from-scratch ones), and
+    ``_smoke`` for every smoke size (``smoke``, ``smoke_text``, ``smoke_ft``). Reads Hydra's
+    runtime choices where there are any (a composed config outside a Hydra app has none: then
+    ``name`` or ``default``)."""
     hydra = cfg.get("hydra") if "hydra" in cfg else None
     if hydra is None:
         from hydra.core.hydra_config import HydraConfig
