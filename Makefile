@@ -154,12 +154,13 @@ mlflow-server: install
 # scaling), docs/performance_images.md (Conv, EfficientNet-Lite0 features, LL heads) and
 # docs/performance_text.md (BERT-LL's cache, the CPU text presets' learning rates).
 # docs/results/defenses.md: the four defenses on Adult (MLP), IMDB (head-only on MiniLM) and
-# Fashion-MNIST (EfficientNet-Lite0 LL), fine-pruning's holdout sweep, Figure 2; the defense
-# cost on the Adult grid, from scratch and with warm-started rounds (TRIM, SEVER), into
-# docs/performance_defenses.md.
+# Fashion-MNIST (EfficientNet-Lite0 LL), AC and SS on IMDB BERT-LL (the 9-cluster CPU preset),
+# fine-pruning's holdout sweep, Figure 2; the defense cost on the Adult grid, from scratch and
+# with warm-started rounds (TRIM, SEVER), into docs/performance_defenses.md.
 # Hours on 2 cores.
 DEFENDED := $(foreach d,trim sever activation_clustering spectral_signatures,\
   -e adult_cluster_match_$(d) -e imdb_minilm_head_$(d) -e fashion_mnist_efficientnet_ll_$(d)) \
+  -e imdb_minilm_ll_activation_clustering -e imdb_minilm_ll_spectral_signatures \
   -e fashion_mnist_efficientnet_ll_fine_pruning -e fashion_mnist_efficientnet_ll_certified
 results-defenses: install data-fashion-mnist
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_defenses $(ARGS)
@@ -167,6 +168,7 @@ results-defenses: install data-fashion-mnist
 	  $(BIN)/subpop --multirun --config-dir sweeps --config-name adult_defenses \
 	    defense=$$d defense.warm_start=true $(ARGS) || exit 1; done
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_head_defenses $(ARGS)
+	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_ll_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_fine_pruning $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_certified $(ARGS)
