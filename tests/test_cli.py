@@ -230,11 +230,11 @@ def job_statuses(tracking: Path) -> list[str]:
     return [status for (status,) in rows]
 
 
-def wait_for(predicate, timeout: float = 300) -> None:
+def wait_for(predicate, timeout: float = 300, every: float = 0.5) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, "timed out"
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 # Training that lasts until it is interrupted.
@@ -272,7 +272,7 @@ def test_sweep_killed_mid_job_resumes_with_every_job_finished_once(tmp_path):
     args = (
         "-m",
         *QUICK,
-        "trainer.max_epochs=60",
+        "trainer.max_epochs=200",
         "attack.alpha=0.5,1,2",
         f"tracking.dir={mlruns}",
     )
@@ -281,8 +281,9 @@ def test_sweep_killed_mid_job_resumes_with_every_job_finished_once(tmp_path):
     )
 
     # A job in the middle of training, after at least one finished (polling may miss the
-    # moment the second job starts, so any such state will do).
-    wait_for(lambda: {"FINISHED", "RUNNING"} <= set(job_statuses(mlruns)))
+    # moment the second job starts, so any such state will do). Polled every 0.5 s with 60
+    # epochs a job, the state was once missed and the wait timed out: poll faster, train longer.
+    wait_for(lambda: {"FINISHED", "RUNNING"} <= set(job_statuses(mlruns)), every=0.05)
     process.kill()  # SIGKILL: nothing can clean up
     process.wait()
     finished_before = job_statuses(mlruns).count("FINISHED")
