@@ -44,7 +44,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
     parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
     parsed = parser.parse_overrides(params)
     jobs = [job for batch in sweeper.split_arguments(parsed, None) for job in batch]
-    axes = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    axes = [o.get_key_element() for o in in_effect(parsed) if o.is_sweep_override()]
     configs = [compose_job(sweeper, job) for job in jobs]
     tracker = instantiate(sweeper.config.tracking)
     tracker.check()
@@ -154,11 +154,18 @@ def launch(sweeper: Any) -> list:
     return returns
 
 
+def in_effect(parsed: list) -> list:
+    """One override per key: the last one given, as the basic sweeper applies them (a sweep
+    file's axis that the command line sets again, swept or fixed, is the command line's)."""
+    last = {o.get_key_element(): o for o in parsed}
+    return list(last.values())
+
+
 def sweep_name(config_name: str, parsed: list) -> str:
     """``<sweep config>: <axis>=<values> ...`` for the parent run."""
     axes = [
         f"{o.get_key_element()}={','.join(str(v) for v in o.sweep_string_iterator())}"
-        for o in parsed
+        for o in in_effect(parsed)
         if o.is_sweep_override() and o.is_discrete_sweep()
     ]
     return f"{config_name}: {' '.join(axes)}" if axes else config_name
