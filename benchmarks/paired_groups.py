@@ -3,9 +3,11 @@ ClusterMatch against k=100), per α, as `subpop report` pairs α values: the dif
 seed, mean ± 95% interval over seeds.
 
     python -m benchmarks.paired_groups --tracking-dir DIR EXPERIMENT selector.k 100
+    python -m benchmarks.paired_groups --tracking-dir DIR EXPERIMENT selector.representation input
 
 A seed fixes the split and the clean victim at every value of the setting; the clusters differ
-with k, so this pairs less than α does, and says how far k moves worst-k on the same data.
+with k (or the layer they are built on), so this pairs less than α does, and says how far the
+setting moves worst-k on the same data.
 """
 
 from __future__ import annotations
@@ -34,12 +36,20 @@ def main() -> None:
     runs = Tracker(dir=args.tracking_dir).job_runs(args.experiment)
     runs = normalise(latest_per_job(runs)[0])
     column, baseline = f"params.{args.setting}", canonical(args.baseline)
-    others = sorted((v for v in runs[column].unique() if v != baseline), key=float)
+    others = sorted((v for v in runs[column].unique() if v != baseline), key=order)
     metrics = {f"worst-{k}": f"metrics.target_damage/worst{k}" for k in (1, 5, 10)}
     for alpha, at in runs.groupby(runs[ALPHA].astype(float)):
         contrasts = [(f"{args.setting}={v} − {baseline}", baseline, v) for v in others]
         print(f"\nα={alpha:g}\n")
         print(markdown(paired_table(at, at[column], contrasts, metrics, [SEED])))
+
+
+def order(value: str) -> tuple[int, float, str]:
+    """Numbers by value (k), names (layers) alphabetically after them."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
 
 
 if __name__ == "__main__":
