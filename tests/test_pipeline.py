@@ -135,6 +135,23 @@ def test_victims_train_on_train_with_their_own_poison_and_the_surrogate_on_aux(
         assert np.array_equal(poison.x, splits.aux.x[poison.source_index])
 
 
+def test_a_subpopulation_whose_budget_rounds_to_no_poison_still_finishes_the_run(
+    tmp_path, tracking, monkeypatch
+):
+    # α=0.05 of clusters of 16-24 aux rows: 0 poison points for the two smaller ones (they
+    # once crashed the run's provenance table after every victim had trained).
+    monkeypatch.setattr(pipeline, "victim_trainer", lambda *args: recording_trainer([]))
+    data_dir = write_adult_files(tmp_path / "adult")
+    result = pipeline.run(tiny(tracking, data_dir, "cache.enabled=false", "attack.alpha=0.05"))
+    counts = result.subpops.set_index("id")["poison_count"]
+    assert sorted(counts) == [0, 0, 1, 1]
+    client = MlflowClient(f"sqlite:///{tracking / 'mlruns' / 'mlflow.db'}")
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    poison = pd.read_csv(client.download_artifacts(result.run_id, "poison.csv", str(tmp_path)))
+    assert sorted(poison["subpop_id"]) == sorted(counts[counts > 0].index)
+    assert (poison["moved_l2"] == 0).all()
+
+
 def cached_run(tracking: Path, data_dir: Path, cache: Path, seed: int):
     """One tiny run on ``cache``: its result and how each stage was obtained."""
     result = pipeline.run(tiny(tracking, data_dir, f"cache.dir={cache}", f"seed={seed}"))

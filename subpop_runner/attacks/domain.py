@@ -63,7 +63,7 @@ class InputDomain:
 
 def distances(poison_x: np.ndarray, source_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How far each poison point moved from the aux row it started as: L2 and L∞."""
-    moved = (poison_x - source_x).reshape(len(poison_x), -1).astype(np.float64)
-    if not len(moved):
+    if not len(poison_x):  # a budget that rounds to 0 points (α · a tiny cluster)
         return np.zeros(0), np.zeros(0)
+    moved = (poison_x - source_x).reshape(len(poison_x), -1).astype(np.float64)
     return np.linalg.norm(moved, axis=1), np.abs(moved).max(axis=1)
