@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from subpop_runner import schema
-from subpop_runner.errors import INTERRUPTED, ConfigError
+from subpop_runner.errors import INTERRUPTED, ConfigError, print_alone, print_error, track_stderr
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> float:
             logging.getLogger(__name__).error("this job's input is bad: %s", error)
             raise
         # SystemExit, not an exception: Hydra would add its own "Error executing job" line.
-        print(f"error: {error}", file=sys.stderr)
+        print_error(str(error))
         raise SystemExit(2) from None
     return float("nan") if result is None else result.summary["target_damage/worst5"]
 
@@ -60,6 +60,7 @@ def _on_sigint(signum: int, frame: object) -> None:
 
 
 def cli() -> None:
+    track_stderr()  # so that a last line after a progress bar starts a line of its own
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGINT, _on_sigint)
     # Hydra then raises composition errors instead of printing them and exiting 1, so that
@@ -80,13 +81,13 @@ def cli() -> None:
     except (KeyboardInterrupt, SystemExit) as stop:
         if isinstance(stop, SystemExit) and not INTERRUPTED.is_set():
             raise
-        print("interrupted: the running MLflow run is marked KILLED", file=sys.stderr)
+        print_alone("interrupted: the running MLflow run is marked KILLED")
         raise SystemExit(130) from None
     except Exception as error:
         message = schema.explain(error)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print_error(message)
         raise SystemExit(2) from None
 
 

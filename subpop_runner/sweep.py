@@ -28,7 +28,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from subpop_runner.errors import INTERRUPTED, ConfigError
+from subpop_runner.errors import INTERRUPTED, ConfigError, other_writers
 from subpop_runner.identity import job_key
 from subpop_runner.schema import resolve_paths, validate
 from subpop_runner.tracking import AXES_ENV, PARENT_ENV, RESUME_ENV, experiment_name
@@ -144,6 +144,7 @@ def launch(sweeper: Any) -> list:
         first += len(batch)
         returns.append(results)
     if failures:
+        other_writers()  # a launcher's workers (joblib) drew their bars on this stderr too
         job, error = failures[0]
         if all(isinstance(e, ConfigError) for _, e in failures):
             raise ConfigError(
