@@ -63,9 +63,7 @@ def grid(seed: int, data_dir: str, accelerator: str, batched: bool) -> dict:
     sets, owners = [], []
     for alpha in ALPHAS:
         attack = LabelFlip(alpha=alpha)
-        sets += [
-            attack.poison(s, splits.aux, clean["proba_aux"], seed) for s in selection.attacked
-        ]
+        sets += [attack.poison(s, splits.aux, splits.n_classes, seed) for s in selection.attacked]
         owners += [alpha] * len(selection.attacked)
     tic = time.perf_counter()
     victims = train(splits.train, sets, description="poisoned victims")

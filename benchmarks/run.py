@@ -93,7 +93,7 @@ def grid_poison_sets(cfg) -> tuple:
     for alpha in ALPHAS:
         attack = pipeline.build(OmegaConf.merge(cfg, {"attack": {"alpha": alpha}}), "attack")
         for s in selection.attacked:
-            sets.append(attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed))
+            sets.append(attack.poison(s, splits.aux, splits.n_classes, cfg.seed))
             subpops.append((alpha, s))
     return splits, clean["pred_test"], sets, subpops
 

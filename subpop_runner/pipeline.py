@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from subpop_runner.attacks.base import PoisonSet, check_memory
 from subpop_runner.attacks.domain import InputDomain, distances
 from subpop_runner.data.splits import Part, Splits
-from subpop_runner.defenses.base import TrainingRows
+from subpop_runner.defenses.base import RowOrder
 from subpop_runner.errors import ConfigError
 from subpop_runner.identity import inputs, job_key, stage_code
 from subpop_runner.metrics import defense_details, subpop_table, summarize, with_defense
@@ -28,7 +28,10 @@ from subpop_runner.stages import clean_victim, surrogate_features
 from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
 
 if TYPE_CHECKING:
+    from subpop_runner.attacks.label_flip import LabelFlip
+    from subpop_runner.attacks.optimization import Optimized
     from subpop_runner.memo import Memo
+    from subpop_runner.selectors.base import Subpopulation
     from subpop_runner.training.victims import Victims
 
 log = logging.getLogger(__name__)
@@ -109,33 +112,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
             selection.count("no test points"),
         )
         # 3. poison
-        check_memory(
-            [attack.budget(s) for s in selection.attacked],
-            splits.aux.x[:1].nbytes,
-            cfg.training.memory_mb,
-        )
-        poison_sets = [
-            attack.poison(s, splits.aux, clean["proba_aux"], cfg.seed) for s in selection.attacked
-        ]
-        optimized = None
-        if hasattr(attack, "optimize"):
-            # GO / INF move the label-flip poisons on the attacker's model: trained on D_aux
-            # alone, as the victim's family is (the threat model: D_aux is all it has).
-            attacker = train(
-                splits.aux,
-                [PoisonSet.empty(splits.input_shape)],
-                description="attacker's model on aux",
-            )
-            attacking = time.perf_counter()
-            optimized = attack.optimize(
-                poison_sets,
-                selection.attacked,
-                attacker,
-                splits.aux,
-                InputDomain.of(splits, attack.epsilon),
-            )
-            poison_sets = optimized.poison_sets
-            attack_seconds = time.perf_counter() - attacking
+        poisons = poison(attack, selection.attacked, splits, train, cfg.seed, cfg.training)
+        poison_sets, optimized = poisons.sets, poisons.optimized
         # 4. defend and 5. train: every victim trains on train ∪ its poison; a defense starts
         # from those victims (TRIM's first model, the one the others inspect), sees their rows
         # without provenance, and trains the defended victims on the rows it keeps.
@@ -149,16 +127,17 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         train_seconds = time.perf_counter() - training
         defended = None
         if defense is not None:
-            rows = TrainingRows(
-                (splits.train.x, splits.train.y),
-                [(p.x, p.y) for p in poison_sets],
+            order = RowOrder(
+                (splits.train.x, splits.train.y), [(p.x, p.y) for p in poison_sets], cfg.seed
+            )
+            rows = order.view(
                 splits.n_classes,
-                partial(train, splits.train, poison_sets, description="defended victims"),
-                cfg.seed,
+                removal_budget=[len(p) for p in poison_sets],
+                train=partial(train, splits.train, poison_sets, description="defended victims"),
                 holdout=(splits.test.x[~measured], splits.test.y[~measured]),
             )
             defended = defense(rows, poisoned)
-            keep = rows.in_training_order(defended.keep)
+            keep = order.in_training_order(defended.keep)
         # 6. measure
         test = Part(splits.test.x[measured], splits.test.y[measured])
         on_test, clean_pred = selection.on_test_rows(measured), clean["pred_test"][measured]
@@ -180,7 +159,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
         if defended is not None:
             summary["defense_seconds"] = defended.seconds
         if optimized is not None:
-            summary["attack_seconds"] = attack_seconds
+            summary["attack_seconds"] = poisons.seconds
         seconds = {"job_seconds": time.perf_counter() - started, "train_seconds": train_seconds}
         run.log_metrics(summary | seconds)
         if optimized is not None:
@@ -268,6 +247,56 @@ def victim_trainer(
         splits=splits,
     )
     return partial(regime.fit, fit=fit)
+
+
+@dataclass
+class Poisons:
+    """Step 3's result: one poison set per attacked subpopulation; an optimising attack's
+    trace (else None) and its seconds."""
+
+    sets: list[PoisonSet]
+    optimized: Optimized | None = None
+    seconds: float = 0.0
+
+
+def poison(
+    attack: LabelFlip,
+    subpops: list[Subpopulation],
+    splits: Splits,
+    train: Callable[..., Victims],
+    seed: int,
+    training: DictConfig,
+) -> Poisons:
+    """3. poison, from what the attacker has (the threat model, paper Sec. 3): D_aux, each
+    subpopulation's aux members, and a model of the victim's family trained on D_aux alone.
+    The victim's training rows and the test rows are not passed on: `attacker_view`."""
+    check_memory([attack.budget(s) for s in subpops], splits.aux.x[:1].nbytes, training.memory_mb)
+    known = attacker_view(splits)
+    subpops = [replace(s, train=s.train[:0], test=s.test[:0]) for s in subpops]
+    attacker = None
+    if attack.uses_model:
+        attacker = train(
+            known.aux,
+            [PoisonSet.empty(known.input_shape)],
+            description="attacker's model on aux",
+        )
+    proba = None if attacker is None else attacker.predict_proba(known.aux.x)[0]
+    sets = [attack.poison(s, known.aux, known.n_classes, seed, proba) for s in subpops]
+    if not attack.optimizes:
+        return Poisons(sets)
+    # GO / INF move the label-flip poisons on the attacker's model.
+    started = time.perf_counter()
+    optimized = attack.optimize(
+        sets, subpops, attacker, known.aux, InputDomain.of(known, attack.epsilon)
+    )
+    return Poisons(optimized.poison_sets, optimized, time.perf_counter() - started)
+
+
+def attacker_view(splits: Splits) -> Splits:
+    """The splits as the attacker knows them: D_aux, with the training and test parts empty
+    (their shapes kept)."""
+    empty = [Part(p.x[:0], p.y[:0]) for p in (splits.train, splits.test)]
+    return replace(splits, train=empty[0], test=empty[1])
 
 
 def provenance(poison_sets: list[PoisonSet], aux: Part) -> pd.DataFrame:

@@ -42,6 +42,8 @@ class OptimizedAttack(LabelFlip):
     """Label flipping, then ``steps`` steps of the subclass's update on every poison set."""
 
     name = ""  # the config's name, for messages
+    optimizes = True
+    uses_model = True
 
     def __init__(
         self,

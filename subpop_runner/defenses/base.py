@@ -2,15 +2,22 @@
 
 A defense sees each victim's training rows as `TrainingRows`: their labels, the victims'
 outputs on them (per-row loss, probabilities, the ``penultimate`` representation) and a way to
-train victims on the rows it keeps. It never sees which rows are poison: each victim's rows
-come in an order of their own (a seeded shuffle of the shared train rows and the victim's
-poison rows), and nothing here carries provenance. It returns a keep mask and a score per row,
-per victim, and the victims trained on what it kept; the pipeline compares the masks with the
-provenance afterwards (`subpop_runner.metrics.with_defense`).
+train victims on the rows it keeps. It never sees which rows are poison: a victim's shared
+train rows and its own poison rows come as one list, in an order set by each row's content (a
+seeded hash of its input and label), so the same rows, however they were split into train and
+poison, come in the same order; `TrainingRows` holds no lengths, offsets or indices that tell
+the two apart. Where they sit is the pipeline's to know (`RowOrder`, which builds the view and
+maps its masks back). The one number a defense is told is ``removal_budget``, the true poison
+count, for TRIM's best case (paper Sec. 7.1), and the run logs that it was used.
+
+It returns a keep mask and a score per row, per victim, and the victims trained on what it
+kept; the pipeline compares the masks with the provenance afterwards
+(`subpop_runner.metrics.with_defense`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -25,41 +32,32 @@ from subpop_runner.training.victims import PROBA, Victims, cross_entropy
 class TrainingRows:
     """Each victim's training rows as a defense sees them.
 
-    ``labels[v]``: victim v's labels, in its own shuffled order; every mask and score a defense
-    returns is in that order. ``removal_budget[v]``: how many rows victim v's defense may
-    assume are poison when a defense is told the true count (TRIM's best case for the
-    defender, paper Sec. 7.1): a number, never which rows. ``holdout``: clean rows ``(x, y)``
-    the defender owns (fine-pruning's), taken out of the test part; None when it has none.
+    ``labels[v]``: victim v's labels, in its rows' content order; every mask and score a
+    defense returns is in that order. ``removal_budget[v]``: how many rows victim v's defense
+    may assume are poison when a defense is told the true count (TRIM's best case for the
+    defender): a number, never which rows. ``holdout``: clean rows ``(x, y)`` the defender owns
+    (fine-pruning's), taken out of the test part; None when it has none.
     """
 
     def __init__(
         self,
-        shared: tuple[np.ndarray, np.ndarray],
-        own: Sequence[tuple[np.ndarray, np.ndarray]],
+        labels: list[np.ndarray],
         n_classes: int,
-        train: Callable[[list[np.ndarray]], Victims],
-        seed: int,
+        removal_budget: Sequence[int],
+        outputs: Callable[[Victims, str], Iterator[np.ndarray]],
+        retrain: Callable[[Sequence[np.ndarray], Victims | None], Victims],
         holdout: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        (self._shared_x, shared_y), self._own_x = shared, [x for x, _ in own]
-        self._train = train
-        self.n_classes, self.holdout = n_classes, holdout
-        rng = np.random.default_rng([seed, 7])
-        self._orders = [rng.permutation(len(shared_y) + len(y)) for _, y in own]
-        self.labels = [
-            np.concatenate([shared_y, y])[order]
-            for (_, y), order in zip(own, self._orders, strict=True)
-        ]
-        self.removal_budget = [len(y) for _, y in own]
+        self.labels, self.n_classes = labels, n_classes
+        self.removal_budget, self.holdout = list(removal_budget), holdout
+        self._outputs, self._retrain = outputs, retrain
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def outputs(self, victims: Victims, what: str) -> Iterator[np.ndarray]:
-        """Victim v's `PROBA` or ``penultimate`` on its own rows, in its order, for each v."""
-        rows = victims.on_rows(self._shared_x, self._own_x, what)
-        for output, order in zip(rows, self._orders, strict=True):
-            yield output[order]
+        """Victim v's `PROBA` or ``penultimate`` on its own rows, in their order, for each v."""
+        return self._outputs(victims, what)
 
     def losses(self, victims: Victims) -> Iterator[np.ndarray]:
         """Each victim's per-row cross-entropy on its own rows."""
@@ -69,18 +67,90 @@ class TrainingRows:
     def train(self, keep: Sequence[np.ndarray], start: Victims | None = None) -> Victims:
         """Victims trained (same seed) on the rows each mask keeps: from scratch, or from
         ``start``'s parameters (a warm start, where the model's regime offers one)."""
-        keep = self.in_training_order(keep)
-        return self._train(keep=keep) if start is None else self._train(keep=keep, start=start)
+        return self._retrain(keep, start)
+
+
+class RowOrder:
+    """The pipeline's side of `TrainingRows`: each victim's rows are its ``shared`` rows then
+    its ``own`` ones (training order), and a defense sees them sorted by a seeded hash of each
+    row's input and label. Identical rows (a label-flip draw and its copy) tie; they are
+    ordered at random, so a tie-break cannot favour either kind."""
+
+    def __init__(
+        self,
+        shared: tuple[np.ndarray, np.ndarray],
+        own: Sequence[tuple[np.ndarray, np.ndarray]],
+        seed: int,
+    ) -> None:
+        (self._shared_x, shared_y), self._own_x = shared, [x for x, _ in own]
+        shared_keys = content_keys(self._shared_x, shared_y, seed)
+        rng = np.random.default_rng([seed, 7])
+        self._orders, self._labels = [], []
+        for x, y in own:
+            keys = np.concatenate([shared_keys, content_keys(x, y, seed, like=self._shared_x)])
+            order = np.lexsort((rng.random(len(keys)), keys))
+            self._orders.append(order)
+            self._labels.append(np.concatenate([shared_y, y])[order])
+
+    def view(
+        self,
+        n_classes: int,
+        removal_budget: Sequence[int],
+        train: Callable[..., Victims],
+        holdout: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> TrainingRows:
+        """What a defense receives; ``train(keep=masks in training order, start=…)`` trains
+        victims on kept rows."""
+
+        def outputs(victims: Victims, what: str) -> Iterator[np.ndarray]:
+            rows = victims.on_rows(self._shared_x, self._own_x, what)
+            for output, order in zip(rows, self._orders, strict=True):
+                yield output[order]
+
+        def retrain(keep: Sequence[np.ndarray], start: Victims | None) -> Victims:
+            keep = self.in_training_order(keep)
+            return train(keep=keep) if start is None else train(keep=keep, start=start)
+
+        return TrainingRows(
+            [labels.copy() for labels in self._labels],
+            n_classes,
+            removal_budget,
+            outputs,
+            retrain,
+            holdout,
+        )
 
     def in_training_order(self, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Masks (or scores) from this shuffled order back to the training order (shared rows,
-        then own): for the pipeline's provenance report."""
+        """Masks (or scores) from a defense's order back to the training order (shared rows,
+        then own): for training, and for the pipeline's provenance report."""
         out = []
         for mask, order in zip(masks, self._orders, strict=True):
             back = np.empty_like(mask)
             back[order] = mask
             out.append(back)
         return out
+
+
+def content_keys(
+    x: np.ndarray, y: np.ndarray, seed: int, like: np.ndarray | None = None
+) -> np.ndarray:
+    """A seeded 64-bit hash of each row's input (as ``like``'s dtype, so a poison row and a
+    train row with the same values hash alike) and label."""
+    x = np.ascontiguousarray(x, dtype=(x if like is None else like).dtype)
+    x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: a poison set may be empty
+    salt = np.int64(seed).tobytes()
+    labels = np.asarray(y, np.int64)
+    return np.fromiter(
+        (
+            int.from_bytes(
+                hashlib.blake2b(row.tobytes() + label.tobytes(), digest_size=8, key=salt).digest(),
+                "little",
+            )
+            for row, label in zip(x, labels, strict=True)
+        ),
+        dtype=np.uint64,
+        count=len(x),
+    )
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from subpop_runner.defenses.base import Defense, TrainingRows
+from subpop_runner.defenses.base import Defense, RowOrder
 from subpop_runner.defenses.sever import Sever
 from subpop_runner.defenses.trim import Trim
 from subpop_runner.training.victims import Victims
@@ -109,10 +109,11 @@ def figure2(seed: int = 0, per_subpop: int = 20, n_poison: int = 30) -> Figure2:
     kept = {}
     defenses: dict[str, Defense] = {"TRIM": Trim(), "SEVER": Sever()}
     for name, defense in defenses.items():
-        rows = TrainingRows((x, y), [(poison_x, poison_y)], 2, train, seed)
+        order = RowOrder((x, y), [(poison_x, poison_y)], seed)
+        rows = order.view(2, removal_budget=[len(poison_y)], train=train)
         defended = defense(rows, LogisticVictims([models["poisoned"]]))
         models[f"poisoned + {name}"] = defended.victims.models[0]
-        kept[f"poisoned + {name}"] = rows.in_training_order(defended.keep)[0]
+        kept[f"poisoned + {name}"] = order.in_training_order(defended.keep)[0]
     on_target = test_x[test_group == TARGET]
     accuracy = {
         name: float((m.predict(on_target) == LABELS[TARGET]).mean()) for name, m in models.items()

@@ -25,8 +25,7 @@ def test_poison_count_is_alpha_times_subpop_aux_size(alpha, size, expected):
 def test_poison_points_copy_subpop_aux_rows_with_one_flipped_label(aux):
     members = np.zeros(20, bool)
     members[[0, 1, 2, 15]] = True  # three of class 0, one of class 1
-    proba = np.full((20, 2), 0.5)
-    poison = LabelFlip(alpha=2).poison(subpop(members), aux, proba, seed=0)
+    poison = LabelFlip(alpha=2).poison(subpop(members), aux, 2, seed=0)
     assert len(poison) == 8 and poison.subpop_id == 3
     assert set(poison.source_index) <= {0, 1, 2, 15}
     assert np.array_equal(poison.x, aux.x[poison.source_index])
@@ -35,16 +34,15 @@ def test_poison_points_copy_subpop_aux_rows_with_one_flipped_label(aux):
 
 def test_same_seed_same_poison(aux):
     members = np.ones(20, bool)
-    proba = np.full((20, 2), 0.5)
-    a, b = (LabelFlip(alpha=1).poison(subpop(members), aux, proba, seed=5) for _ in range(2))
+    a, b = (LabelFlip(alpha=1).poison(subpop(members), aux, 2, seed=5) for _ in range(2))
     assert np.array_equal(a.source_index, b.source_index)
     assert len(np.unique(a.source_index)) < 20  # drawn with replacement
 
 
 def test_max_loss_picks_the_class_the_model_finds_least_likely():
     proba = np.array([[0.1, 0.7, 0.2], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]])
-    assert flip_label("max_loss", np.array([1, 1, 1]), proba, 3) == 2
-    assert flip_label("least_frequent", np.array([1, 1, 0]), proba, 3) == 2
+    assert flip_label("max_loss", np.array([1, 1, 1]), 3, proba) == 2
+    assert flip_label("least_frequent", np.array([1, 1, 0]), 3) == 2
 
 
 def test_poison_count_follows_the_subpops_aux_size_not_train_or_test(aux):
@@ -53,9 +51,8 @@ def test_poison_count_follows_the_subpops_aux_size_not_train_or_test(aux):
     train, test = np.zeros(30, bool), np.zeros(10, bool)
     train[:9], test[:2] = True, True
     subpop = Subpopulation(id=1, description="", aux=members, train=train, test=test)
-    proba = np.full((20, 2), 0.5)
-    assert len(LabelFlip(alpha=1).poison(subpop, aux, proba, seed=0)) == 5
-    assert len(LabelFlip(alpha=0.5).poison(subpop, aux, proba, seed=0)) == 2
+    assert len(LabelFlip(alpha=1).poison(subpop, aux, 2, seed=0)) == 5
+    assert len(LabelFlip(alpha=0.5).poison(subpop, aux, 2, seed=0)) == 2
 
 
 @pytest.mark.parametrize(("rule", "label"), [("least_frequent", 0), ("max_loss", 1)])
@@ -66,5 +63,5 @@ def test_flip_label_is_decided_by_the_subpops_own_aux_points(aux, rule, label):
     members[[0, *range(14, 20)]] = True  # one of class 0, six of class 1
     proba = np.tile([0.1, 0.9], (20, 1))
     proba[members] = [0.9, 0.1]  # on the subpopulation, class 1 is the unlikely one
-    poison = LabelFlip(alpha=1, label_rule=rule).poison(subpop(members), aux, proba, seed=0)
+    poison = LabelFlip(alpha=1, label_rule=rule).poison(subpop(members), aux, 2, 0, proba)
     assert set(poison.y) == {label}

@@ -62,7 +62,7 @@ def fit(splits: Splits) -> Fit:
 
 
 def optimized(attack, splits, subpop, attacker, domain) -> PoisonSet:
-    start = attack.poison(subpop, splits.aux, attacker.predict_proba(splits.aux.x)[0], seed=0)
+    start = attack.poison(subpop, splits.aux, 2, seed=0)
     return attack.optimize([start], [subpop], attacker, splits.aux, domain).poison_sets[0]
 
 
@@ -77,9 +77,8 @@ def trained_toy():
 def test_go_and_influence_hurt_the_subpopulation_more_than_label_flipping(trained_toy):
     splits, subpop, regime, attacker = trained_toy
     domain = InputDomain.of(splits, epsilon=1 / 510)
-    clean_proba = attacker.predict_proba(splits.aux.x)[0]
     sets = {
-        "LF": LabelFlip(alpha=1).poison(subpop, splits.aux, clean_proba, seed=0),
+        "LF": LabelFlip(alpha=1).poison(subpop, splits.aux, 2, seed=0),
         "GO": optimized(GradientOptimization(alpha=1), splits, subpop, attacker, domain),
         "INF": optimized(Influence(alpha=1), splits, subpop, attacker, domain),
     }
@@ -103,9 +102,7 @@ def test_the_same_seed_gives_the_same_poisons(trained_toy):
 def test_go_traces_its_objective_from_the_label_flip_start(trained_toy):
     splits, subpop, _, attacker = trained_toy
     domain = InputDomain.of(splits, epsilon=1 / 510)
-    start = LabelFlip(alpha=1).poison(
-        subpop, splits.aux, attacker.predict_proba(splits.aux.x)[0], seed=0
-    )
+    start = LabelFlip(alpha=1).poison(subpop, splits.aux, 2, seed=0)
     result = GradientOptimization(alpha=1, steps=10).optimize(
         [start], [subpop], attacker, splits.aux, domain
     )
@@ -232,12 +229,11 @@ def test_go_works_on_end_to_end_networks_and_gradients_reach_only_the_last_two_l
 def test_go_batched_across_subpopulations_moves_each_as_if_alone(trained_toy):
     splits, subpop, _, attacker = trained_toy
     other = Subpopulation(1, "right", splits.aux.x[:, 0] > 2.5, subpop.train, subpop.test)
-    clean = attacker.predict_proba(splits.aux.x)[0]
     domain = InputDomain.of(splits, epsilon=1 / 510)
 
     def moved(batch_rows: int) -> list[PoisonSet]:
         attack = GradientOptimization(alpha=1, steps=5, batch_rows=batch_rows)
-        starts = [attack.poison(s, splits.aux, clean, seed=0) for s in (subpop, other)]
+        starts = [attack.poison(s, splits.aux, 2, seed=0) for s in (subpop, other)]
         return attack.optimize(starts, [subpop, other], attacker, splits.aux, domain).poison_sets
 
     alone, together = moved(1), moved(10_000)

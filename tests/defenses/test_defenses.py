@@ -25,7 +25,7 @@ from subpop_runner.defenses import (
     trim,
 )
 from subpop_runner.defenses.activation_clustering import ActivationClustering, relative_sizes
-from subpop_runner.defenses.base import DefenseError, TrainingRows
+from subpop_runner.defenses.base import DefenseError, RowOrder, TrainingRows
 from subpop_runner.defenses.certified import (
     Certified,
     RidgeHead,
@@ -70,54 +70,56 @@ def defended_setup():
     regime = FixedFeatures(head=partial(LinearHead, epochs=30, learning_rate=0.05, l2=0.0))
     fit = Fit(trainer, seed=0, splits=splits)
     train_victims = partial(regime.fit, train, sets, fit)
-    rows = TrainingRows((train.x, train.y), [(p.x, p.y) for p in sets], 2, train_victims, seed=0)
-    return rows, train_victims()
+    order = RowOrder((train.x, train.y), [(p.x, p.y) for p in sets], seed=0)
+    rows = order.view(2, removal_budget=[len(p) for p in sets], train=train_victims)
+    return rows, train_victims(), order
 
 
-def removed(rows: TrainingRows, defended) -> tuple[np.ndarray, np.ndarray]:
+def removed(order: RowOrder, defended) -> tuple[np.ndarray, np.ndarray]:
     """Victim 0's planted rows removed (bool per planted row), and victim 1's removed share."""
-    keep = rows.in_training_order(defended.keep)
+    keep = order.in_training_order(defended.keep)
     return ~keep[0][200:], 1 - keep[1].mean()
 
 
 def test_trim_removes_the_planted_rows_and_keeps_a_clean_victim_whole(defended_setup):
-    rows, victims = defended_setup
+    rows, victims, order = defended_setup
     defended = Trim()(rows, victims)  # m: each victim's true poison count (15 and 0)
-    planted_removed, clean_removed = removed(rows, defended)
+    planted_removed, clean_removed = removed(order, defended)
     assert planted_removed.all()
     assert clean_removed == 0 and defended.rounds[1] == 0
     assert (~defended.keep[0]).sum() == PLANTED  # exactly m rows go
 
 
 def test_trim_with_a_fraction_removes_that_share():
-    rows = TrainingRows(
-        (np.zeros((90, 1)), np.zeros(90, int)), [(np.zeros((10, 1)), np.ones(10, int))], 2, None, 0
+    order = RowOrder(
+        (np.zeros((90, 1)), np.zeros(90, int)), [(np.zeros((10, 1)), np.ones(10, int))], 0
     )
+    rows = order.view(2, removal_budget=[10], train=None)
     assert Trim(fraction=0.2).removals(rows) == [20]
     assert Trim(m=7).removals(rows) == [7]
     assert Trim().removals(rows) == [10] and Trim().oracle_m
 
 
 def test_sever_removes_the_planted_rows_within_its_budget(defended_setup):
-    rows, victims = defended_setup
+    rows, victims, order = defended_setup
     defended = Sever()(rows, victims)
-    planted_removed, clean_removed = removed(rows, defended)
+    planted_removed, clean_removed = removed(order, defended)
     assert planted_removed.mean() >= 0.9
     assert clean_removed <= 0.15  # 3% of the kept rows, 5 rounds
 
 
 def test_spectral_signatures_remove_the_planted_rows(defended_setup):
-    rows, victims = defended_setup
+    rows, victims, order = defended_setup
     defended = SpectralSignatures()(rows, victims)
-    planted_removed, clean_removed = removed(rows, defended)
+    planted_removed, clean_removed = removed(order, defended)
     assert planted_removed.all()
     assert clean_removed == pytest.approx(0.15, abs=0.01)  # 1.5·ε of each class, by design
 
 
 def test_activation_clustering_removes_a_small_separated_cluster_only(defended_setup):
-    rows, victims = defended_setup
+    rows, victims, order = defended_setup
     defended = ActivationClustering()(rows, victims)
-    planted_removed, clean_removed = removed(rows, defended)
+    planted_removed, clean_removed = removed(order, defended)
     assert planted_removed.all()
     assert clean_removed == 0  # one blob per class: no class is flagged
     assert defended.details[1][0]["removed"] == 0 and defended.details[0][0]["removed"] >= 15
@@ -127,9 +129,9 @@ def test_activation_clustering_removes_a_small_separated_cluster_only(defended_s
 def test_warm_started_rounds_remove_the_planted_rows_and_end_in_a_fit_from_scratch(
     defended_setup, defense
 ):
-    rows, victims = defended_setup
+    rows, victims, order = defended_setup
     defended = defense(warm_start=True, rounds=3)(rows, victims)
-    planted_removed, _ = removed(rows, defended)
+    planted_removed, _ = removed(order, defended)
     assert planted_removed.mean() >= 0.9
     # The defended victims are the learner run afresh on the kept rows (same seed).
     x = blobs(50, 9).x
@@ -195,14 +197,14 @@ def test_sever_scores_equal_an_explicit_svd_of_the_centred_gradients():
 
 
 def test_a_defense_that_empties_a_class_fails_the_run_clearly(defended_setup):
-    rows, victims = defended_setup
+    rows, victims, order = defended_setup
     with pytest.raises(DefenseError, match="every training row of class"):
         Trim(m=150)(rows, victims)
 
 
 def test_rows_come_in_an_order_that_hides_the_poison(defended_setup):
-    rows, _ = defended_setup
-    order = rows.in_training_order([np.arange(len(labels)) for labels in rows.labels])
+    rows, _, order = defended_setup
+    order = order.in_training_order([np.arange(len(labels)) for labels in rows.labels])
     poison_positions = order[0][200:]  # where victim 0's planted rows sit in its order
     assert poison_positions.max() - poison_positions.min() > 100  # spread, not a tail
 
@@ -234,7 +236,7 @@ def test_no_defense_can_read_the_poison(module):
     for word in ("source_index", "subpop_id", "PoisonSet"):
         assert word not in source
     public = {name for name in vars(TrainingRows) if not name.startswith("_")}
-    assert public == {"outputs", "losses", "train", "in_training_order"}
+    assert public == {"outputs", "losses", "train"}
 
 
 def test_fine_pruning_prunes_the_dormant_unit_and_stops_before_accuracy_drops():
