@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def clean_victim(train: Callable[..., Victims], splits: Splits) -> dict[str, np.ndarray]:
-    """The victim trained on D alone: its confidence on aux (ranking, flip label) and its test
+    """The victim trained on D alone: its confidence on aux (the ranking) and its test
     predictions (the damage baseline)."""
     clean = train(splits.train, [PoisonSet.empty(splits.input_shape)], description="clean victim")
     return {
