@@ -67,7 +67,7 @@ def test_memory_check_counts_one_victims_rows_and_all_of_them():
     check_memory([100, 200], row_bytes=400, memory_mb=1)  # 80 KB for the largest: fits
     with pytest.raises(ConfigError, match=r"200 poison points need 78.1 KiB"):
         check_memory([100, 200], row_bytes=400, memory_mb=0.05)
-    with pytest.raises(ConfigError, match="memory available here"):
+    with pytest.raises(ConfigError, match=r"need 4.0 TiB together, more than the "):
         check_memory([2**40] * 4, row_bytes=1, memory_mb=2**30)
 
 
