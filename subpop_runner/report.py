@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
 
+from subpop_runner.arguments import ArgumentParser, file_text, output_file
 from subpop_runner.errors import ConfigError
 from subpop_runner.intervals import interval, paired_differences, prediction_interval
 from subpop_runner.metrics import WORST_K
@@ -645,8 +647,62 @@ def machine() -> str:
     )
 
 
+# The default report; its folder, which `make clean` removes, is made when missing. Any other
+# --out must be in a folder that exists.
+DEFAULT_OUT = "reports/report.md"
+PAPER = Path(__file__).resolve().parent.parent / "sweeps" / "paper.yaml"
+
+
+def report_file(text: str) -> Path:
+    """``--out``: a file in a folder that exists, or the default."""
+    if text == DEFAULT_OUT and not Path(text).parent.exists():
+        return Path(text)
+    return output_file(text)
+
+
+def paper_numbers(text: str) -> dict[str, Any]:
+    """``--paper``: the paper's numbers per experiment, each with what every table of it reads
+    (``table``, and ``target_damage`` of worst-1/5/10 as α: number); '' for none."""
+    if not text:
+        return {}
+    fix = "name a file shaped like sweeps/paper.yaml, or '' for none"
+    try:
+        papers = OmegaConf.to_container(OmegaConf.load(text))
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise argparse.ArgumentTypeError(f"cannot read {text} ({reason}); {fix}") from None
+    if not isinstance(papers, dict):
+        raise argparse.ArgumentTypeError(f"{text} is not a mapping of experiments; {fix}")
+    for name, paper in papers.items():
+        if not _has_paper_numbers(paper):
+            raise argparse.ArgumentTypeError(
+                f"{text}: {name} lacks table or target_damage.worst1/5/10 as α: number; {fix}"
+            )
+    return papers
+
+
+def _has_paper_numbers(paper: object) -> bool:
+    if not isinstance(paper, dict) or "table" not in paper:
+        return False
+    damage = paper.get("target_damage")
+    rows = [damage.get(f"worst{k}") for k in WORST_K] if isinstance(damage, dict) else [None]
+    return all(
+        isinstance(row, dict) and all(_is_number(a) and _is_number(v) for a, v in row.items())
+        for row in rows
+    )
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    """The options, each checked (a missing store or experiment is found by `job_runs`)."""
+    parser = ArgumentParser(
         prog="subpop report", description="Paper-style tables and plots from MLflow runs."
     )
     parser.add_argument(
@@ -660,10 +716,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="MLflow tracking URI (default: SQLite under --tracking-dir)",
     )
-    parser.add_argument("--tracking-dir", default="mlruns")
-    parser.add_argument("--out", default="reports/report.md", help="markdown file to write")
     parser.add_argument(
-        "--notes", default=None, help="hand-written markdown appended as the discussion"
+        "--tracking-dir", default="mlruns", help="the SQLite store's folder (default: mlruns)"
+    )
+    parser.add_argument(
+        "--out",
+        type=report_file,
+        default=DEFAULT_OUT,
+        help=f"markdown file to write, in a folder that exists (default: {DEFAULT_OUT}, whose "
+        "folder is made)",
+    )
+    parser.add_argument(
+        "--notes", type=file_text, help="hand-written markdown appended as the discussion"
     )
     parser.add_argument(
         "--compare",
@@ -675,50 +739,76 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--paper",
-        default="sweeps/paper.yaml",
-        help="the paper's numbers per experiment (YAML); '' for none",
+        type=paper_numbers,
+        default=str(PAPER),
+        help="the paper's numbers per experiment (YAML; default: sweeps/paper.yaml); '' for none",
     )
     return parser.parse_args(argv)
 
 
 def job_runs(args: argparse.Namespace) -> tuple[Tracker, dict[str, pd.DataFrame]]:
-    """Every run to report, read before anything is written; an empty store is an error."""
+    """Every run to report, read before anything is written. The store, each experiment named
+    and each comparison are checked first, each error naming the option to change."""
+    store = "--tracking-uri" if args.tracking_uri else "--tracking-dir"
     tracker = Tracker(uri=args.tracking_uri, dir=args.tracking_dir)
     if not tracker.store_exists():
         raise ConfigError(
-            f"no MLflow store at {tracker.uri}: nothing to report (run an experiment first)"
+            f"{store}: no MLflow store at {tracker.uri}; run an experiment first, or name the "
+            "store it logged to"
         )
-    tracker.check()
-    experiments = args.experiment or tracker.experiments_with_jobs()
-    compared = [name for pair in args.compare for name in pair]
-    experiments = [*experiments, *(e for e in dict.fromkeys(compared) if e not in experiments)]
-    if not experiments:
-        raise ConfigError(f"no finished job runs at {tracker.uri}: nothing to report")
-    runs = {e: tracker.job_runs(e) for e in experiments}
-    for experiment, found in runs.items():
-        if found.empty:
+    try:
+        tracker.check()
+    except ConfigError as error:
+        # Its message names the Hydra key (tracking.uri or tracking.dir) and that key's fix;
+        # keep the problem, between the key and the fix, and name this command's option.
+        problem = str(error).partition(": ")[2].rpartition("; ")[0]
+        fix = (
+            "name an MLflow SQLite store in a folder you can write (the report logs a run there)"
+            if tracker.local
+            else "start the server (e.g. make mlflow-server), or leave --tracking-uri out to "
+            "read the SQLite store under --tracking-dir"
+        )
+        raise ConfigError(f"{store}: {problem}; {fix}") from None
+    available = tracker.experiments_with_jobs()
+    for baseline, other in args.compare:
+        if baseline == other:
             raise ConfigError(
-                f"experiment {experiment!r} has no finished job runs at {tracker.uri}"
+                f"--compare: compares {baseline!r} with itself; name two different experiments"
             )
-    return tracker, runs
+    compared = [name for pair in args.compare for name in pair]
+    named = [("--experiment", e) for e in args.experiment or []]
+    for option, name in [*named, *(("--compare", e) for e in compared)]:
+        if name not in available:
+            known = tracker.client.get_experiment_by_name(name) is not None
+            problem = f"{name!r} has no finished job runs" if known else f"no experiment {name!r}"
+            valid = ", ".join(available) or "none yet"
+            raise ConfigError(
+                f"{option}: {problem} at {tracker.uri}; valid: {valid} (the experiments with "
+                "finished job runs)"
+            )
+    experiments = args.experiment or available
+    if not experiments:
+        raise ConfigError(
+            f"{store}: no finished job runs at {tracker.uri}: nothing to report; run an "
+            "experiment first"
+        )
+    experiments = [*experiments, *(e for e in dict.fromkeys(compared) if e not in experiments)]
+    return tracker, {e: tracker.job_runs(e) for e in experiments}
 
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
     tracker, runs = job_runs(args)
-    papers = {}
-    if args.paper and Path(args.paper).is_file():
-        papers = OmegaConf.to_container(OmegaConf.load(args.paper))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.parent.mkdir(exist_ok=True)  # only the default's can be missing (`report_file`)
     plots = {e: out.with_name(f"{out.stem}_{e}.png") for e in runs}
     parts = [f"# Subpopulation attack results\n\nMachine: {machine()}.\n\n{INTERVALS}\n"]
-    parts += [experiment_report(e, r, papers.get(e), plots[e]) for e, r in runs.items()]
+    parts += [experiment_report(e, r, args.paper.get(e), plots[e]) for e, r in runs.items()]
     for overview in (defenses_overview(runs), attacks_overview(runs)):
         parts += [] if overview is None else [overview]
     parts += [comparison(baseline, other, runs) for baseline, other in args.compare]
     if args.notes:
-        parts.append(Path(args.notes).read_text())
+        parts.append(args.notes)
     text = "\n".join(parts)
     out.write_text(text)
     tracker.report_run([out, *plots.values()], covers=list(runs))

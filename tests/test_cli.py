@@ -125,6 +125,7 @@ def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path
     assert tags == [("hit", "hit"), ("miss", "miss")]
 
     out = tmp_path / "report" / "smoke.md"
+    out.parent.mkdir()  # --out names a file in a folder that exists
     done = subpop(
         "report", "--tracking-dir", str(mlruns), "--out", str(out), "--paper", "", cwd=tmp_path
     )
@@ -214,6 +215,25 @@ def test_multirun_checks_every_job_before_the_first_runs(tmp_path):
     (line,) = error_lines(done.stderr)
     assert "attack.alpha: got -1.0" in line and "attack.alpha=-1" in line
     assert runs(mlruns) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["figure2", "--out", "/nonexistent_dir/x/fig.png"], "--out: the folder /nonexistent"),
+        (["figure2", "--seed", "x"], "--seed: got x; valid: an integer >= 0"),
+        (["theorem71", "--n", "-5"], "--n: got -5; valid: an integer >= 1"),
+        (["theorem71", "--n", "10", "--k", "20"], "--k: got 20 for --n 10; valid: "),
+        (["report", "--out", "none/r.md"], "--out: the folder none does not exist; create it"),
+        (["report", "--tracking-dir", "none"], "--tracking-dir: no MLflow store at sqlite:"),
+    ],
+)
+def test_a_bad_option_of_a_command_outside_hydra_is_one_error_line(tmp_path, args, message):
+    done = subpop(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = error_lines(done.stderr)  # no usage block, no traceback
+    assert line.startswith(f"error: {message}") and done.stdout == ""
+    assert list(tmp_path.iterdir()) == [] and not Path("/nonexistent_dir").exists()
 
 
 def job_statuses(tracking: Path) -> list[str]:

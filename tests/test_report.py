@@ -185,6 +185,7 @@ def report(tmp_path: Path, *args: str) -> str:
     paper = tmp_path / "paper.yaml"
     paper.write_text(PAPER)
     out = tmp_path / "reports" / "r.md"
+    out.parent.mkdir()  # --out names a file in a folder that exists
     main(
         [
             *args,
@@ -570,3 +571,94 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
     assert "conv" not in text  # GO alone: nothing to compare it with
     assert "defended damage" not in text  # no defense ran: no such rows
     assert attacks_overview({"lf": runs("label_flip", lf)}) is None
+
+
+# --- `subpop report`'s options: each bad one is one error naming the option, before anything
+# is written (no report file or folder, no report run in the store) -----------------------
+
+
+def refused(capsys, *argv: str) -> str:
+    """The one ``error:`` line of a report refused at its options (exit code 2)."""
+    with pytest.raises(SystemExit) as stop:
+        main(list(argv))
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("error: ") and captured.out == ""
+    return line
+
+
+def nothing_written(tmp_path: Path, client: MlflowClient, before: set[Path]) -> None:
+    assert set(tmp_path.rglob("*")) == before
+    assert client.get_experiment_by_name("reports") is None
+
+
+@pytest.fixture
+def two_experiments(tmp_path, client, monkeypatch) -> set[Path]:
+    """A store of two experiments with finished jobs and one without; the files there are."""
+    for experiment in ("adult_a", "adult_b"):
+        job(client, experiment, {"attack.alpha": "1", "seed": "0"}, 0.2)
+    job(client, "crashed", {"attack.alpha": "1", "seed": "0"}, 0.2, status="FAILED")
+    monkeypatch.chdir(tmp_path)
+    return set(tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "missing/x/r.md"], "error: --out: the folder missing/x does not exist; create"),
+        (["--out", "mlruns"], "error: --out: mlruns is a folder; name a file in it"),
+        (["--notes", "none.md"], "error: --notes: cannot read none.md (No such file"),
+        (["--paper", "none.yaml"], "error: --paper: cannot read none.yaml (No such file"),
+        (["--paper", "mlruns/mlflow.db"], "error: --paper: cannot read mlruns/mlflow.db"),
+        (["--compare", "adult_a"], "error: --compare: expected 2 arguments; see subpop report"),
+        (["--bogus"], "error: --bogus: no such option; see subpop report --help"),
+    ],
+)
+def test_a_bad_report_option_is_one_error_line_and_writes_nothing(
+    tmp_path, client, two_experiments, capsys, args, message
+):
+    assert refused(capsys, *args).startswith(message)
+    nothing_written(tmp_path, client, two_experiments)
+
+
+def test_paper_numbers_lacking_what_the_tables_read_are_refused(
+    tmp_path, client, two_experiments, capsys
+):
+    (tmp_path / "paper.yaml").write_text("adult_a: {table: T5, target_damage: {worst1: {}}}\n")
+    line = refused(capsys, "--paper", "paper.yaml")
+    assert line.startswith("error: --paper: paper.yaml: adult_a lacks table or target_damage")
+    (tmp_path / "paper.yaml").unlink()
+    nothing_written(tmp_path, client, two_experiments)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--tracking-dir", "elsewhere"],
+            r"--tracking-dir: no MLflow store at sqlite:///.*elsewhere/mlflow.db; run an ",
+        ),
+        (["-e", "nope"], r"--experiment: no experiment 'nope' at .*; valid: adult_a, adult_b "),
+        (["-e", "crashed"], r"--experiment: 'crashed' has no finished job runs at .*; valid: "),
+        (["--compare", "adult_a", "adult_a"], "--compare: compares 'adult_a' with itself; name "),
+        (["--compare", "adult_a", "nope"], r"--compare: no experiment 'nope' at .*; valid: "),
+        (
+            ["--tracking-uri", "http://127.0.0.1:9"],
+            r"--tracking-uri: cannot reach .*; start the server .* leave --tracking-uri out",
+        ),
+    ],
+)
+def test_a_store_or_experiment_that_is_not_there_names_its_option_and_writes_nothing(
+    tmp_path, client, two_experiments, args, message
+):
+    with pytest.raises(ConfigError, match=message):
+        main(args)
+    nothing_written(tmp_path, client, two_experiments)
+
+
+def test_only_the_default_reports_folder_is_made(tmp_path, client, two_experiments, capsys):
+    refused(capsys, "--paper", "", "--out", "other/r.md")
+    assert not (tmp_path / "other").exists()
+    main(["--paper", ""])
+    assert (tmp_path / "reports" / "report.md").is_file()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
+from subpop_runner.arguments import ArgumentParser, integer, number_in, output_file
 from subpop_runner.defenses.base import Defense, RowOrder
 from subpop_runner.defenses.sever import Sever
 from subpop_runner.defenses.trim import Trim
@@ -148,7 +150,6 @@ def draw_figure2(result: Figure2, path: Path) -> None:
         ax.set_yticks([])
     axes[-1].legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -227,10 +228,31 @@ def theorem71(
     )
 
 
+# Formats matplotlib writes by itself, chosen by the suffix; without one it would write
+# <name>.png beside the name asked for.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def figure_file(text: str) -> Path:
+    """``figure2 --out``: a .png, .pdf or .svg file in a folder that exists."""
+    if Path(text).suffix.lower() not in FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a .png, .pdf or .svg file; name one, e.g. figure2.png"
+        )
+    return output_file(text)
+
+
 def main_figure2(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="subpop figure2", description=figure2.__doc__)
-    parser.add_argument("--out", type=Path, default=Path("figure2.png"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ArgumentParser(
+        prog="subpop figure2", description="Paper Figure 2: TRIM and SEVER remove real points."
+    )
+    parser.add_argument(
+        "--out",
+        type=figure_file,
+        default="figure2.png",
+        help="the figure: a .png, .pdf or .svg file in a folder that exists",
+    )
+    parser.add_argument("--seed", type=integer(0), default=0, help="an integer >= 0")
     args = parser.parse_args(argv)
     result = figure2(args.seed)
     draw_figure2(result, args.out)
@@ -246,14 +268,38 @@ def main_figure2(argv: list[str]) -> None:
 
 
 def main_theorem71(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="subpop theorem71")
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--noise", type=float, default=0.1)
-    parser.add_argument("--neighbours", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ArgumentParser(
+        prog="subpop theorem71",
+        description="Theorem 7.1: label flips of the smallest subpopulation flip a kNN.",
+    )
+    parser.add_argument("--n", type=integer(1), default=2000, help="training points")
+    parser.add_argument("--k", type=integer(2), default=10, help="subpopulations, 2 to n")
+    parser.add_argument(
+        "--noise",
+        type=number_in(0, 0.5),
+        default=0.1,
+        help="the chance that a label is not its subpopulation's majority, in [0, 0.5)",
+    )
+    parser.add_argument("--neighbours", type=integer(1), default=15, help="the kNN's k, 1 to n")
+    parser.add_argument("--seed", type=integer(0), default=0, help="an integer >= 0")
     args = parser.parse_args(argv)
-    r = theorem71(args.n, args.k, args.noise, args.neighbours, args.seed)
+    if args.k > args.n:
+        parser.error(f"argument --k: got {args.k} for --n {args.n}; valid: an integer from 2 to n")
+    if args.neighbours > args.n:
+        parser.error(
+            f"argument --neighbours: got {args.neighbours} for --n {args.n}; valid: an integer "
+            "from 1 to n"
+        )
+    # Numpy warns about the mean of nothing when K is empty; that is refused below instead.
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):
+        r = theorem71(args.n, args.k, args.noise, args.neighbours, args.seed)
+    if r.smallest == 0 or math.isnan(r.flipped_at_theorem_size):
+        empty = "training" if r.smallest == 0 else "test"
+        parser.error(
+            f"argument --k: with --n {args.n} and --seed {args.seed}, the smallest of the "
+            f"{args.k} subpopulations drew no {empty} point, so there is no attack to measure; "
+            "lower --k or raise --n"
+        )
     print(
         f"n = {r.n}, k = {r.k}, smallest subpopulation K: |D_K| = {r.smallest}, "
         f"weight α = {r.smallest_weight:.3f}"
