@@ -8,6 +8,7 @@ line with exit code 2, before any MLflow run exists; Ctrl-C ends the run KILLED,
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -87,8 +88,54 @@ def cli() -> None:
         message = schema.explain(error)
         if message is None:
             raise
+        if _is_shared_config_key_error(error):
+            message = _check_jobs_instead(message)
         print_error(message)
         raise SystemExit(2) from None
+
+
+def _is_shared_config_key_error(error: Exception) -> bool:
+    """Whether Hydra could not set a key on a multirun's shared config (see `sweep.defer_keys`):
+    that config has each swept group at its default option, so its error can name the wrong
+    option's keys, and names no job."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    return (
+        isinstance(error, ConfigCompositionException)
+        and isinstance(error.__cause__, ConfigKeyError | ConfigAttributeError)
+        and get_args_parser().parse_args(sys.argv[1:]).multirun
+    )
+
+
+def _check_jobs_instead(message: str) -> str:
+    """The multirun again, with its key overrides composed into every job rather than into the
+    shared config, the sweeper checking each job and launching none: the first bad job's
+    error, naming it; or, when every job takes the key that failed (``message``'s), how to set
+    it past the shared config."""
+    from subpop_runner import sweep
+
+    argv = sys.argv
+    kept, deferred = sweep.defer_keys(argv[1:])
+    key = message.partition(":")[0]
+    failed = [o for o in deferred if o.partition("=")[0].lstrip("+~") == key]
+    if not failed:  # a top-level key: the same in every job, and its message says it all
+        return message
+    sys.argv = [argv[0], *kept]
+    os.environ[sweep.CHECK_ENV] = json.dumps(deferred)
+    try:
+        main()
+    except Exception as error:
+        return schema.explain(error) or message
+    finally:
+        sys.argv = argv
+        del os.environ[sweep.CHECK_ENV]
+    return (
+        f"{key}: every job of this multirun has this key, but Hydra sets it first on the "
+        "multirun's shared config, which has each swept group at its default option and lacks "
+        f"it; write ++{failed[-1].lstrip('+')} (each job still checks it)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ LABEL_RULES = ("least_frequent", "max_loss")
 SIMILARITIES = ("inner", "cosine")  # attacks.gradient_optimization
 TARGET_LABELS = ("poison", "true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+NO_KEYS = "none, this option takes no settings"  # defense=none
 
 
 @dataclass(frozen=True)
@@ -571,7 +572,8 @@ def problems(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, str, str
         return
     known = {spec.name for spec in fields(schema)}
     for extra in sorted(set(node.keys()) - known - {"hydra"}):  # added with `+key=value`
-        yield f"{prefix}{extra}", "no such key", "the keys " + ", ".join(field_names(schema))
+        names = ", ".join(field_names(schema))
+        yield f"{prefix}{extra}", "no such key", f"the keys {names}" if names else NO_KEYS
     for spec in fields(schema):
         child = node[spec.name]
         if isinstance(child, DictConfig):
@@ -656,8 +658,8 @@ def explain(error: BaseException) -> str | None:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key, schema = cause.full_key, getattr(cause, "object_type", None)
         if isinstance(cause, ConfigKeyError | ConfigAttributeError):
-            names = field_names(schema) if is_dataclass(schema) else []
-            return f"{key}: no such key; valid keys: {', '.join(names) or 'see conf/'}"
+            names = ", ".join(field_names(schema)) if is_dataclass(schema) else "see conf/"
+            return f"{key}: no such key; valid keys: {names or NO_KEYS}"
         valid = field_valid(schema, key.rsplit(".", 1)[-1]) or "see conf/"
         problem = _one_line(cause.msg).split(" full_key:")[0]
         return f"{key}: {problem}; valid: {valid}"

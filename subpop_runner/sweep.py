@@ -1,7 +1,9 @@
 """What a multirun promises, on top of Hydra's basic sweeper (``hydra/sweeper=subpop``):
 
 1. Every job's config is composed and validated before the first job starts: one bad value
-   anywhere in the grid stops the sweep with its `error:` line, and nothing runs.
+   anywhere in the grid stops the sweep with its `error:` line naming the job, and nothing
+   runs (a key Hydra could not set on the sweep's shared config is checked in each job:
+   `defer_keys`).
 2. Resume: a job whose identity (`identity.job_key`) already has a FINISHED run in the
    tracking store, or a RUNNING one in a live process, is skipped, both when the sweep starts
    and again when the job itself starts (two identical sweeps started together run each job
@@ -20,7 +22,9 @@ was bad input); rerunning the command runs only what did not finish.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,14 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from subpop_runner.errors import INTERRUPTED, ConfigError, other_writers
 from subpop_runner.identity import job_key
-from subpop_runner.schema import resolve_paths, validate
+from subpop_runner.schema import explain, resolve_paths, validate
 from subpop_runner.tracking import AXES_ENV, PARENT_ENV, RESUME_ENV, experiment_name
 
 log = logging.getLogger(__name__)
+# Set by the CLI once Hydra could not compose a multirun's shared config: the key overrides it
+# took out of the command line (`defer_keys`), for the sweeper to compose into every job,
+# launching nothing (`check_jobs`).
+CHECK_ENV = "SUBPOP_SWEEP_CHECK"
 
 
 def run_sweep(sweeper: Any, arguments: list[str]) -> list:
@@ -45,6 +53,9 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
     parsed = parser.parse_overrides(params)
     jobs = [job for batch in sweeper.split_arguments(parsed, None) for job in batch]
     axes = [o.get_key_element() for o in in_effect(parsed) if o.is_sweep_override()]
+    if CHECK_ENV in os.environ:
+        check_jobs(sweeper, jobs, json.loads(os.environ[CHECK_ENV]))
+        return []
     configs = [compose_job(sweeper, job) for job in jobs]
     tracker = instantiate(sweeper.config.tracking)
     tracker.check()
@@ -118,15 +129,44 @@ def unfinished(jobs: list[list[str]], configs: list[DictConfig], tracker: Any) -
 
 
 def compose_job(sweeper: Any, overrides: list[str]) -> DictConfig:
-    """One job's config as the launcher will compose it, validated; a bad value stops the
-    sweep naming the job."""
-    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    """One job's config as the launcher will compose it, validated; a bad key or value stops
+    the sweep naming the job."""
     try:
+        cfg = sweeper.hydra_context.config_loader.load_sweep_config(
+            sweeper.config, list(overrides)
+        )
         validate(cfg)
-    except ConfigError as error:
-        raise ConfigError(f"{error} (in the job {' '.join(overrides)})") from None
+    except Exception as error:
+        message = explain(error)
+        if message is None:
+            raise
+        raise ConfigError(f"{message} (in the job {' '.join(overrides)})") from None
     resolve_paths(cfg)
     return cfg
+
+
+def defer_keys(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` less its overrides that set a dotted key to one value, and those overrides.
+    Hydra applies them to a multirun's shared config, composed before the axes, with each
+    swept group at its default option: a key that only the jobs' options have, or a typo,
+    fails there, naming no job. Composed into each job instead (`check_jobs`), it fails naming
+    the job and that job's keys."""
+    from hydra._internal.utils import get_args_parser
+
+    overrides = get_args_parser().parse_args(argv).overrides
+    deferred = [
+        o.input_line
+        for o in OverridesParser.create().parse_overrides(overrides)
+        if "." in o.key_or_group and not (o.is_sweep_override() or o.is_hydra_override())
+    ]
+    return [a for a in argv if a not in deferred], deferred
+
+
+def check_jobs(sweeper: Any, jobs: list[list[str]], deferred: list[str]) -> None:
+    """Compose and validate every job with the ``deferred`` overrides; the first bad job
+    raises its `ConfigError`."""
+    for job in jobs:
+        compose_job(sweeper, [*job, *deferred])
 
 
 def launch(sweeper: Any) -> list:

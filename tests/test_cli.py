@@ -220,6 +220,41 @@ def test_multirun_checks_every_job_before_the_first_runs(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (
+            ["-m", "defense=trim", "defense.roundz=3"],
+            "defense.roundz: no such key; valid keys: warm_start, rounds, m, fraction (in the "
+            "job defense=trim defense.roundz=3",
+        ),
+        (
+            ["-m", "attack.alpha=1,2", "defense=trim", "defense.roundz=3"],
+            "defense.roundz: no such key; valid keys: warm_start, rounds, m, fraction (in the "
+            "job attack.alpha=1 defense=trim defense.roundz=3",
+        ),
+        # Hydra composes the sweep's shared config with defense=none, which has no keys.
+        (
+            ["-m", "defense=sever,trim", "defense.m=3"],
+            "defense.m: no such key; valid keys: warm_start, rounds, fraction, iterations (in "
+            "the job defense=sever defense.m=3",
+        ),
+        (
+            ["-m", "defense=trim,sever", "defense.rounds=3"],
+            "defense.rounds: every job of this multirun has this key, but Hydra sets it first "
+            "on the multirun's shared config, which has each swept group at its default option "
+            "and lacks it; write ++defense.rounds=3 (each job still checks it)",
+        ),
+    ],
+)
+def test_a_bad_key_in_a_multirun_names_the_job_and_its_valid_keys(tmp_path, args, message):
+    done = subpop(*args, f"tracking.dir={tmp_path / 'mlruns'}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = error_lines(done.stderr)
+    assert line.startswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []  # no store, no sweep folder: no job started
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["figure2", "--out", "/nonexistent_dir/x/fig.png"], "--out: the folder /nonexistent"),
         (["figure2", "--seed", "x"], "--seed: got x; valid: an integer >= 0"),
         (["theorem71", "--n", "-5"], "--n: got -5; valid: an integer >= 1"),

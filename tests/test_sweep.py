@@ -1,6 +1,6 @@
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from subpop_runner.sweep import in_effect, sweep_name
+from subpop_runner.sweep import defer_keys, in_effect, sweep_name
 
 
 def parse(*overrides: str) -> list:
@@ -17,3 +17,15 @@ def test_parent_run_is_named_by_the_axes_in_effect_once_each():
 
 def test_parent_run_without_axes_is_named_by_its_config():
     assert sweep_name("config", parse("seed=1", "attack.alpha=2")) == "config"
+
+
+def test_a_multiruns_fixed_keys_can_be_taken_out_of_its_shared_config():
+    """Only dotted keys set to one value: groups, axes and Hydra's own settings stay."""
+    argv = ["-m", "--config-name", "x", "defense=trim,sever", "defense.rounds=3", "seed=1"]
+    argv += ["attack.alpha=1,2", "+model.dropout=0.5", "hydra.sweeper.resume=false"]
+    kept, deferred = defer_keys(argv)
+    assert deferred == ["defense.rounds=3", "+model.dropout=0.5"]
+    assert kept == ["-m", "--config-name", "x", "defense=trim,sever", "seed=1"] + [
+        "attack.alpha=1,2",
+        "hydra.sweeper.resume=false",
+    ]
