@@ -8,7 +8,7 @@ MLFLOW_DB := $(CURDIR)/mlruns/mlflow.db
 
 .PHONY: install lock run test test-all smoke report ui mlflow-server bench lint clean results-adult results-defenses results-attacks \
         results-images results-adult-reference sweep-adult-table2 sweep-adult-table5 sweep-adult-table5-k data-fashion-mnist \
-        results-text
+        results-text mutants
 
 install: $(STAMP)
 
@@ -200,5 +200,43 @@ bench: install data-fashion-mnist
 lint: install
 	$(BIN)/ruff check subpop_runner tests benchmarks
 
+# Mutation testing (docs/testing.md): run on purpose, and before resolving an issue that
+# touches these modules; not in test/test-all/CI (minutes to hours a module on 2 cores).
+# mutmut ([tool.mutmut] in pyproject.toml) mutates each module in a copy under mutants/ and runs,
+# per mutant, the selected fast tests that call the mutated function; which tests call what is
+# measured afresh once per make run (tests change). One module: `make mutants MODULES=metrics`.
+# Prints each module's score: mutants killed (or timed out) of those not listed as equivalent
+# in docs/testing.md, and the survivors it does not list; fails if a module is under 90%.
+MODULES ?= metrics selectors report defenses attacks
+# report.py's CLI (argparse, reading the store, writing the file) is not table-building code.
+REPORT_CLI := machine|parse|job_runs|main
+mutants: install
+	@set -ef; low=; rm -f mutants/mutmut-stats.json; \
+	for module in $(MODULES); do \
+	  if [ $$module = report ]; then \
+	    names=$$(sed -n 's/^def \([a-z_]*\)(.*/subpop_runner.report.x_\1__mutmut_*/p' \
+	      subpop_runner/report.py | grep -vE '\.x_($(REPORT_CLI))__'); \
+	  else names="subpop_runner.$$module.*"; fi; \
+	  echo "== mutants: $$module"; start=$$(date +%s); \
+	  $(BIN)/mutmut run $$names; \
+	  $(BIN)/mutmut results --all true | sed 's/^ *//' \
+	    | grep -F "$$(printf '%s\n' $$names | tr -d '*')" > mutants/$$module.txt; \
+	  total=$$(grep -c . mutants/$$module.txt || true); \
+	  killed=$$(grep -cE ': (killed|timeout)$$' mutants/$$module.txt || true); \
+	  equivalent=0; untriaged=; \
+	  for name in $$(grep -vE ': (killed|timeout)$$' mutants/$$module.txt | cut -d: -f1); do \
+	    case "$$(grep -F "\`$$name\`" docs/testing.md)" in \
+	      *"| equivalent:"*) equivalent=$$((equivalent + 1));; \
+	      "") untriaged="$$untriaged $$name";; \
+	    esac; \
+	  done; \
+	  scored=$$((total - equivalent)); score=$$((100 * killed / (scored > 0 ? scored : 1))); \
+	  echo "== mutants: $$module: $$killed killed of $$scored non-equivalent ($$score%)," \
+	    "$$equivalent equivalent, took $$(( $$(date +%s) - start )) s"; \
+	  [ -z "$$untriaged" ] || echo "== mutants: $$module: not killed, not in docs:$$untriaged"; \
+	  [ $$score -ge 90 ] || low="$$low $$module"; \
+	done; \
+	[ -z "$$low" ] || { echo "== mutants: under 90%:$$low"; exit 1; }
+
 clean:
-	rm -rf $(VENV) outputs multirun mlruns .cache reports
+	rm -rf $(VENV) outputs multirun mlruns .cache reports mutants
