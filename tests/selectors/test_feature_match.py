@@ -47,3 +47,37 @@ def test_group_without_test_points_is_reported_not_attacked(splits):
 def test_unknown_annotation_column_names_the_choices(splits):
     with pytest.raises(ConfigError, match=r"choose selector.columns from \['race', 'sex'\]"):
         FeatureMatch(columns=["education"]).check(splits)
+
+
+def test_the_paper_bounds_keep_groups_of_exactly_10_and_100_aux_points():
+    aux = part({"A/F": 9, "A/M": 10, "B/F": 100, "B/M": 101})
+    splits = Splits(aux, aux, aux, ("0", "1"))
+    found = FeatureMatch(columns=["race", "sex"]).candidates(splits)
+    assert sorted(s.sizes["aux"] for s in found) == [10, 100]
+
+
+def test_matching_on_one_column_groups_by_its_values(splits):
+    found = FeatureMatch(columns=["race"], min_size=1, max_size=1000).candidates(splits)
+    assert [(s.description, s.sizes["aux"], s.sizes["test"]) for s in found] == [
+        ("race=A", 17, 4),
+        ("race=B", 190, 39),
+    ]
+
+
+def test_only_the_lowest_ranked_group_is_attacked_when_asked(splits):
+    aux = splits.aux
+    low = ((aux.annotations["race"] == "B") & (aux.annotations["sex"] == "F")).to_numpy()
+    proba = np.full((len(aux), 2), 0.5)
+    proba[low, aux.y[low]], proba[low, 1 - aux.y[low]] = 0.1, 0.9  # B/F: 0.1 on its labels
+    selection = FeatureMatch(
+        columns=["race", "sex"], min_size=1, max_size=1000, take=["lowest"], n=1
+    ).select(splits, clean_proba_aux=proba, features={})
+    (attacked,) = selection.attacked
+    assert attacked.description == "race=B, sex=F"
+    assert selection.count("not selected") == 2
+
+
+def test_a_dataset_without_annotations_has_no_columns_to_match(splits):
+    images = Part(np.zeros((4, 2), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(ConfigError, match=r"choose selector.columns from \[\]"):
+        FeatureMatch().check(Splits(images, images, images, ("0", "1")))

@@ -28,6 +28,16 @@ def test_take_ranked_windows(take, expected):
     assert take_ranked(list(range(10)), take, n=2) == expected
 
 
+@pytest.mark.parametrize("take", [["lowest"], ["middle"], ["highest"]])
+def test_each_window_takes_every_item_when_fewer_than_n_are_ranked(take):
+    assert take_ranked(list(range(3)), take, n=5) == [0, 1, 2]
+
+
+def test_mean_confidence_without_members_is_undefined():
+    proba = np.array([[0.9, 0.1]])
+    assert np.isnan(mean_confidence(proba, np.array([0]), np.array([False])))
+
+
 def test_lowest_confidence_subpopulations_are_attacked_first(blob_splits):
     proba = np.full((len(blob_splits.aux), 2), 0.5)
     is_low = (blob_splits.aux.annotations["group"] == "g3").to_numpy()
