@@ -36,9 +36,11 @@ def hidden(x: np.ndarray) -> np.ndarray:
 
 
 class ContentVictims(Victims):
-    """Victims whose outputs on a row depend on that row's content alone."""
+    """Victims whose outputs on a row depend on that row's content alone: a ridge last layer
+    on ``features`` of the row (its penultimate representation)."""
 
     device = "cpu"
+    features = staticmethod(hidden)
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
         self.layers = layers
@@ -48,7 +50,7 @@ class ContentVictims(Victims):
         layers = []
         for x, y in rows:
             order = np.lexsort((y, *x.T))  # one order for the same rows, however they came
-            h = np.c_[hidden(x[order]), np.ones(len(x))]
+            h = np.c_[cls.features(x[order]), np.ones(len(x))]
             solved = np.linalg.solve(h.T @ h + np.eye(h.shape[1]), h.T @ (np.eye(2)[y[order]]))
             layers.append((solved[:-1].T, solved[-1]))
         return cls(layers)
@@ -57,13 +59,13 @@ class ContentVictims(Victims):
         return len(self.layers)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        h = hidden(x)
+        h = self.features(x)
         return np.stack(
             [proba_from_logits((h[:, None, :] * w[None]).sum(-1) + b) for w, b in self.layers]
         )
 
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
-        return np.repeat(hidden(x)[None], len(self), axis=0)
+        return np.repeat(self.features(x)[None], len(self), axis=0)
 
     def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return self.layers

@@ -42,6 +42,7 @@ from subpop_runner.models.mlp import MLP
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
+from tests.defenses.test_contract import ContentVictims
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
 PLANTED = 15
@@ -55,10 +56,9 @@ def blobs(n: int, seed: int) -> Part:
     return Part(x.astype(np.float32), y.astype(np.int64))
 
 
-@pytest.fixture(scope="module")
-def defended_setup():
-    """Two victims on 200 shared rows: victim 0 also trains on 15 planted rows (class-1 points
-    labelled 0, the label-flip poison), victim 1 on nothing else."""
+def planted_sets() -> tuple[Splits, list[PoisonSet]]:
+    """200 shared rows; victim 0 also trains on 15 planted rows (class-1 points labelled 0,
+    the label-flip poison), victim 1 on nothing else."""
     train, aux = blobs(200, 0), blobs(200, 1)
     splits = Splits(train, aux, blobs(200, 2), class_names=("a", "b"))
     rng = np.random.default_rng(3)
@@ -67,10 +67,39 @@ def defended_setup():
         PoisonSet(0, aux.x[planted], np.zeros(PLANTED, np.int64), planted),
         PoisonSet.empty((2,)),
     ]
-    regime = FixedFeatures(head=partial(LinearHead, epochs=30, learning_rate=0.05, l2=0.0))
-    fit = Fit(trainer, seed=0, splits=splits)
-    train_victims = partial(regime.fit, train, sets, fit)
+    return splits, sets
+
+
+class LinearVictims(ContentVictims):
+    """A ridge on the input itself, whose outputs depend on each row alone (numpy, no
+    training loop: what the defense decides is the question here)."""
+
+    features = staticmethod(lambda x: np.asarray(x, np.float64))
+
+
+@pytest.fixture(scope="module")
+def defended_setup():
+    """The planted case on `LinearVictims`."""
+    splits, sets = planted_sets()
+    train = splits.train
+    rows_of = [(np.r_[train.x, p.x], np.r_[train.y, p.y]) for p in sets]
+
+    def train_victims(keep: list[np.ndarray] | None = None) -> LinearVictims:
+        keep = keep or [np.ones(len(y), bool) for _, y in rows_of]
+        return LinearVictims.fit([(x[k], y[k]) for (x, y), k in zip(rows_of, keep, strict=True)])
+
     order = RowOrder((train.x, train.y), [(p.x, p.y) for p in sets], seed=0)
+    rows = order.view(2, removal_budget=[len(p) for p in sets], train=train_victims)
+    return rows, train_victims(), order
+
+
+@pytest.fixture(scope="module")
+def trained_setup():
+    """The planted case on victims a regime trains (a linear head under Lightning)."""
+    splits, sets = planted_sets()
+    regime = FixedFeatures(head=partial(LinearHead, epochs=30, learning_rate=0.05, l2=0.0))
+    train_victims = partial(regime.fit, splits.train, sets, Fit(trainer, seed=0, splits=splits))
+    order = RowOrder((splits.train.x, splits.train.y), [(p.x, p.y) for p in sets], seed=0)
     rows = order.view(2, removal_budget=[len(p) for p in sets], train=train_victims)
     return rows, train_victims(), order
 
@@ -127,9 +156,9 @@ def test_activation_clustering_removes_a_small_separated_cluster_only(defended_s
 
 @pytest.mark.parametrize("defense", [Trim, Sever])
 def test_warm_started_rounds_remove_the_planted_rows_and_end_in_a_fit_from_scratch(
-    defended_setup, defense
+    trained_setup, defense
 ):
-    rows, victims, order = defended_setup
+    rows, victims, order = trained_setup
     defended = defense(warm_start=True, rounds=3)(rows, victims)
     planted_removed, _ = removed(order, defended)
     assert planted_removed.mean() >= 0.9
@@ -199,7 +228,7 @@ def test_sever_scores_equal_an_explicit_svd_of_the_centred_gradients():
 def test_a_defense_that_empties_a_class_fails_the_run_clearly(defended_setup):
     rows, victims, order = defended_setup
     with pytest.raises(DefenseError, match="every training row of class"):
-        Trim(m=150)(rows, victims)
+        Trim(m=199)(rows, victims)  # victim 1 keeps 1 of its 200 rows: one class
 
 
 def test_rows_come_in_an_order_that_hides_the_poison(defended_setup):
