@@ -41,8 +41,7 @@ from subpop_runner.defenses.base import RowOrder
 from subpop_runner.metrics import subpop_table, summarize, with_defense
 from subpop_runner.report import alpha_differences, defense_table, paper_table
 from subpop_runner.selectors.base import Selection, Subpopulation
-from subpop_runner.training.differentiable import Differentiable
-from tests.defenses.test_contract import HIDDEN, ContentVictims
+from tests.victims import AttackerVictims, ContentVictims
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -559,30 +558,6 @@ def toy(n: int, seed: int) -> tuple[Part, np.ndarray]:
     center = rng.choice(3, n, p=[0.45, 0.45, 0.1])
     x = TOY_CENTERS[center] + 0.5 * rng.standard_normal((n, 2))
     return Part(x.astype(np.float32), TOY_LABELS[center]), center == 2
-
-
-class Hidden(torch.nn.Module):
-    """The content-only victims' fixed ReLU features, in torch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("weights", torch.tensor(HIDDEN[0], dtype=torch.float32))
-        self.register_buffer("bias", torch.tensor(HIDDEN[1], dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x @ self.weights + self.bias)
-
-
-class AttackerVictims(ContentVictims):
-    """Content-only victims that are also torch functions of their inputs."""
-
-    def differentiable(self, v: int) -> Differentiable:
-        weights, bias = self.layers[v]
-        head = torch.nn.Linear(weights.shape[1], weights.shape[0])
-        with torch.no_grad():
-            head.weight.copy_(torch.from_numpy(weights))
-            head.bias.copy_(torch.from_numpy(bias))
-        return Differentiable(Hidden(), head)
 
 
 def attacked(option: str) -> dict:

@@ -8,10 +8,8 @@ for other rows: the poisons must be the same.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -22,8 +20,8 @@ import subpop_runner.schema  # noqa: F401  (registers the config schemas)
 from subpop_runner import pipeline
 from subpop_runner.data.splits import Part, Splits
 from subpop_runner.selectors.base import Subpopulation
-from subpop_runner.training.base import Fit
-from tests.attacks.test_optimization import blobs, logistic_head
+from tests.attacks.test_optimization import blobs
+from tests.victims import AttackerVictims
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml"))
@@ -54,13 +52,11 @@ def world(seed: int, inverted: bool = False) -> tuple[Splits, Subpopulation]:
 
 
 def poisons(attack, splits: Splits, subpop: Subpopulation):
-    trainer = partial(
-        L.Trainer, accelerator="cpu", devices=1, max_epochs=15, enable_progress_bar=False
-    )
-    regime = logistic_head()
+    """The pipeline's poison step, its attacker's model a content-only victim (closed form:
+    trained on other rows, it is another model)."""
 
-    def train(part, poison_sets, description: str = ""):
-        return regime.fit(part, poison_sets, Fit(trainer, seed=0, splits=splits))
+    def train(part: Part, poison_sets, description: str = "") -> AttackerVictims:
+        return AttackerVictims.fit([(np.r_[part.x, p.x], np.r_[part.y, p.y]) for p in poison_sets])
 
     training = OmegaConf.create({"memory_mb": 512})
     return pipeline.poison(attack, [subpop], splits, train, 0, training).sets[0]

@@ -21,54 +21,11 @@ from hydra.utils import instantiate
 
 import subpop_runner.schema  # noqa: F401  (registers the config schemas)
 from subpop_runner.defenses.base import Defended, RowOrder, TrainingRows
-from subpop_runner.training.victims import Victims, proba_from_logits
+from subpop_runner.training.victims import Victims
+from tests.victims import ContentVictims
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "defense").glob("*.yaml"))
-HIDDEN = np.random.default_rng(42).normal(size=(2, 6)), np.random.default_rng(43).normal(size=6)
-
-
-def hidden(x: np.ndarray) -> np.ndarray:
-    """Fixed random ReLU features, each row's from its own values only (no matrix product,
-    whose blocking could depend on the other rows)."""
-    weights, bias = HIDDEN
-    return np.maximum((x[:, :, None] * weights[None]).sum(1) + bias, 0.0)
-
-
-class ContentVictims(Victims):
-    """Victims whose outputs on a row depend on that row's content alone: a ridge last layer
-    on ``features`` of the row (its penultimate representation)."""
-
-    device = "cpu"
-    features = staticmethod(hidden)
-
-    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.layers = layers
-
-    @classmethod
-    def fit(cls, rows: list[tuple[np.ndarray, np.ndarray]]) -> ContentVictims:
-        layers = []
-        for x, y in rows:
-            order = np.lexsort((y, *x.T))  # one order for the same rows, however they came
-            h = np.c_[cls.features(x[order]), np.ones(len(x))]
-            solved = np.linalg.solve(h.T @ h + np.eye(h.shape[1]), h.T @ (np.eye(2)[y[order]]))
-            layers.append((solved[:-1].T, solved[-1]))
-        return cls(layers)
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        h = self.features(x)
-        return np.stack(
-            [proba_from_logits((h[:, None, :] * w[None]).sum(-1) + b) for w, b in self.layers]
-        )
-
-    def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
-        return np.repeat(self.features(x)[None], len(self), axis=0)
-
-    def last_layer(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return self.layers
 
 
 def planted_rows() -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:

@@ -42,7 +42,7 @@ from subpop_runner.models.mlp import MLP
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
-from tests.defenses.test_contract import ContentVictims
+from tests.victims import LinearVictims
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
 PLANTED = 15
@@ -68,13 +68,6 @@ def planted_sets() -> tuple[Splits, list[PoisonSet]]:
         PoisonSet.empty((2,)),
     ]
     return splits, sets
-
-
-class LinearVictims(ContentVictims):
-    """A ridge on the input itself, whose outputs depend on each row alone (numpy, no
-    training loop: what the defense decides is the question here)."""
-
-    features = staticmethod(lambda x: np.asarray(x, np.float64))
 
 
 @pytest.fixture(scope="module")
