@@ -161,6 +161,18 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while a test runs: tiny arithmetic gains nothing from a thread pool,
+    and on a busy 2-core machine two threads made a 100-step fine-tune 13 s instead of 1."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # The rule that keeps `make test` fast: a test that takes more than 5 s is marked `slow`.
 # Every run lists the unmarked tests that broke it (timings move with the machine's load, so
 # the list is a prompt to look, not a failure).
