@@ -19,23 +19,33 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from subpop_runner.errors import ConfigError
+from subpop_runner.intervals import prediction_interval
 from subpop_runner.report import (
     alpha_differences,
+    attack_rows,
+    attack_variants,
     attacks_overview,
+    canonical,
     cell,
+    comparison,
     defense_cells,
+    defense_table,
+    defenses_overview,
     durations,
     fewer_than_k,
     group_columns,
     interval,
+    judged,
     latest_per_job,
     main,
     matches,
     normalise,
+    paired_cell,
     paired_table,
     paper_check,
     paper_scalars,
     paper_table,
+    reference_table,
     sections,
     side_table,
 )
@@ -197,7 +207,9 @@ def report(tmp_path: Path, *args: str) -> str:
             str(paper),
         ]
     )
-    return out.read_text()
+    text = out.read_text()
+    markdown_tables(text)  # every table renders as one
+    return text
 
 
 def test_report_puts_the_paper_beside_its_setting_only(tmp_path, client):
@@ -338,6 +350,7 @@ def test_paper_numbers_are_judged_against_a_prediction_interval_for_one_run():
     )
     paper = {"target_damage": {f"worst{k}": {1.0: v} for k, v in ((1, 1.4), (5, 0.9), (10, 0.0))}}
     check = paper_check(paper, runs)
+    assert list(check.columns) == ["worst", "α=1"] and list(check["worst"]) == [1, 5, 10]
     # mean 0.3, sd 0.2646, t 4.303: the mean's interval is 0.3 ± 0.657, one run's
     # 0.3 ± 0.657 · √(3 + 1) = 0.3 ± 1.314. 1.4 lies outside the first and inside the second.
     assert check.loc[0, "α=1"] == "1.400: inside [-1.014, 1.614]"
@@ -484,39 +497,143 @@ def test_two_experiments_are_compared_paired_by_seed(tmp_path, client):
     assert "| clean accuracy         | 0.000 ± 0.000 (n=3)   |" in section
 
 
-def test_defense_table_pairs_before_and_after_per_run():
-    """Three seeds, each run's worst-5 before and after on the same subpopulations: the paired
-    reduction is the mean of the per-run differences with its interval, starred when it
-    excludes 0."""
-    before, after = np.array([0.30, 0.32, 0.31]), np.array([0.20, 0.21, 0.22])
+def test_one_spelling_per_value_and_none_for_a_missing_one():
+    assert canonical(1) == canonical("1.0") == canonical(1.0) == canonical("1") == "1"
+    assert canonical(0.1 + 0.2) == "0.3" and canonical("1e-3") == "0.001"
+    assert canonical(True) == "True" and canonical(False) == "False"  # not "1" and "0"
+    assert canonical("hidden") == "hidden"
+    assert all(math.isnan(canonical(missing)) for missing in (None, "", math.nan))
+
+
+def test_the_side_table_pairs_each_alpha_with_its_own_runs():
     runs = pd.DataFrame(
         {
-            "params.attack.alpha": ["1"] * 3,
+            "params.attack.alpha": ["1", "1", "0.5"],
+            "metrics.clean_accuracy": [0.80, 0.90, 0.85],
+            "metrics.collateral_damage/worst5": [0.01, 0.03, 0.05],
+            "metrics.subpops/attacked": [10.0, 12.0, 7.0],
+            "metrics.subpops/no_test_points": [2.0, 4.0, 1.0],
+            "metrics.job_seconds": [60.0, 80.0, 30.0],
+        }
+    )
+    assert side_table(runs).to_dict("records") == [
+        {
+            "α": "0.5",
+            "clean accuracy": "0.850 (n=1)",
+            "collateral (worst 5)": "0.050 (n=1)",
+            "attacked": "7",
+            "no test points": "1",
+            "runs": "1",
+            "mean job time (s)": "30",
+        },
+        {
+            "α": "1",
+            "clean accuracy": "0.850 ± 0.635 (n=2)",  # 12.706 · 0.0707 / √2
+            "collateral (worst 5)": "0.020 ± 0.127 (n=2)",
+            "attacked": "11",
+            "no test points": "3",
+            "runs": "2",
+            "mean job time (s)": "70",
+        },
+    ]
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table in ``text``, as rows of {header: cell}. A table must stand between
+    blank lines and every line of it start and end with "|", or it does not render as one."""
+    tables, lines = [], text.split("\n")
+    for i, line in enumerate(lines):
+        if "|" in line and (i == 0 or "|" not in lines[i - 1]):
+            assert i > 0 and lines[i - 1] == "", f"no blank line before the table at {line!r}"
+            block = []
+            for row in lines[i:]:
+                if "|" not in row:
+                    assert row == "", f"no blank line after the table, at {row!r}"
+                    break
+                assert row.startswith("|") and row.endswith("|"), row
+                block.append([c.strip() for c in row[1:-1].split("|")])
+            header, _, *body = block
+            tables.append([dict(zip(header, row, strict=True)) for row in body])
+    return tables
+
+
+def defended_runs(alpha: str = "1", attacked: float = 10.0, gain: float = 0.0) -> pd.DataFrame:
+    """Three seeds of a defended experiment at one α, each measure with values of its own, so a
+    cell under another's label shows. Worst-5 before 0.30-0.32 (+ ``gain``), after 0.20-0.22:
+    reduction 0.10, 0.11, 0.09; clean accuracy 0.85-0.87, defended 0.80-0.82: cost 0.05."""
+    before = np.array([0.30, 0.32, 0.31]) + gain
+    after = np.array([0.20, 0.21, 0.22])
+    constant = {
+        "poison_found": 0.9,
+        "poison_precision": 0.8,
+        "removed_fraction": 0.07,
+        "clean_removed_in_subpop": 0.4,
+        "clean_removed_outside": 0.03,
+        "defended_collateral_damage": 0.02,
+        "pruned_target_damage": 0.25,  # a defense's intermediate victims (fine-pruning's)
+    }
+    return pd.DataFrame(
+        {
+            "params.attack.alpha": [alpha] * 3,
+            "params.seed": ["0", "1", "2"],
+            "metrics.subpops/attacked": [attacked] * 3,
             "metrics.target_damage/worst5": before,
             "metrics.defended_target_damage/worst5": after,
             "metrics.target_damage_reduction/worst5": before - after,
-            "metrics.clean_accuracy": [0.85] * 3,
-            "metrics.defended_accuracy/mean": [0.84, 0.85, 0.83],
+            "metrics.clean_accuracy": [0.85, 0.86, 0.87],
+            "metrics.defended_accuracy/mean": [0.80, 0.81, 0.82],
             "metrics.defense_rounds/mean": [2.0, 3.0, 4.0],
             "metrics.defense_seconds": [10.0, 11.0, 12.0],
-            **{
-                f"metrics.{name}/worst5": [0.5, 0.6, 0.7]
-                for name in (
-                    "poison_found",
-                    "poison_precision",
-                    "removed_fraction",
-                    "clean_removed_in_subpop",
-                    "clean_removed_outside",
-                    "defended_collateral_damage",
-                )
-            },
+            **{f"metrics.{name}/worst5": [value] * 3 for name, value in constant.items()},
         }
     )
-    cells = defense_cells(runs)
-    mean, half, n = interval(pd.Series(before - after))
-    assert cells["before − after (paired)"] == f"{mean:.3f} ± {half:.3f} (n=3) *"
-    assert cells["poison found"].startswith("0.600 ± ")
-    assert cells["rounds"] == "3.0" and cells["defense time (s)"] == "11"
+
+
+def test_defense_cells_put_each_measure_under_its_own_label():
+    """Before, after and their paired difference per run (0.100 ± 4.303 · 0.01 / √3), every
+    removal share, the collateral after, the accuracy cost paired per run, rounds and time;
+    runs that attacked 3 subpopulations mark the worst-5 before as a mean of 3."""
+    assert defense_cells(defended_runs(attacked=3.0)) == {
+        "worst-5 before": "0.310 ± 0.025 (n=3) [mean of 3 < k]",
+        "worst-5 after": "0.210 ± 0.025 (n=3)",
+        "worst-5 pruned": "0.250 ± 0.000 (n=3)",
+        "before − after (paired)": "0.100 ± 0.025 (n=3) *",
+        "poison found": "0.900 ± 0.000 (n=3)",
+        "precision": "0.800 ± 0.000 (n=3)",
+        "rows removed": "0.070 ± 0.000 (n=3)",
+        "clean removed in S": "0.400 ± 0.000 (n=3)",
+        "clean removed outside S": "0.030 ± 0.000 (n=3)",
+        "collateral after": "0.020 ± 0.000 (n=3)",
+        "accuracy cost (paired)": "0.050 ± 0.000 (n=3) *",
+        "rounds": "3.0",
+        "defense time (s)": "11",
+    }
+
+
+def test_the_defense_table_has_a_row_per_measure_and_a_column_per_alpha():
+    runs = pd.concat([defended_runs("0.5"), defended_runs("1", gain=0.1)])
+    table = defense_table(runs).set_index("worst 5 (by undefended damage)")
+    assert list(table.columns) == ["α=0.5", "α=1"]
+    assert list(table.index) == list(defense_cells(runs))
+    assert table.loc["worst-5 before"].tolist() == ["0.310 ± 0.025 (n=3)", "0.410 ± 0.025 (n=3)"]
+
+
+def test_defended_experiments_sit_side_by_side_per_alpha_and_undefended_ones_not():
+    trim = pd.concat([defended_runs("0.5"), defended_runs("1", gain=0.1)])
+    plain = pd.DataFrame({"params.attack.alpha": ["1"], "metrics.target_damage/worst5": [0.3]})
+    text = defenses_overview({"adult_trim": trim.assign(**{"tags.choice.defense": "trim"})})
+    assert text.startswith("## Defenses side by side\n")
+    (rows,) = markdown_tables(text)
+    assert [(r["experiment"], r["defense"], r["α"]) for r in rows] == [
+        ("adult_trim", "trim", "0.5"),
+        ("adult_trim", "trim", "1"),
+    ]
+    assert [r["worst-5 before"] for r in rows] == ["0.310 ± 0.025 (n=3)", "0.410 ± 0.025 (n=3)"]
+    assert rows[1]["poison found"] == "0.900 ± 0.000 (n=3)"
+    both = defenses_overview({"adult_trim": trim, "adult": plain})
+    untagged = markdown_tables(both)[0]  # runs from before the defense was tagged
+    assert [(r["experiment"], r["defense"]) for r in untagged] == [("adult_trim", "?")] * 2
+    assert defenses_overview({"adult": plain}) is None
 
 
 def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_label_flip():
@@ -571,6 +688,184 @@ def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_labe
     assert "conv" not in text  # GO alone: nothing to compare it with
     assert "defended damage" not in text  # no defense ran: no such rows
     assert attacks_overview({"lf": runs("label_flip", lf)}) is None
+
+
+def attack_runs(attack: str, alpha: str, damage: list[float], **metrics: float) -> pd.DataFrame:
+    """Three seeds of one attack at one α of a defended setting: worst-10 damage ``damage``,
+    half of it left by the defense, which found 0.8 of the poisons."""
+    return pd.DataFrame(
+        {
+            "params.seed": ["0", "1", "2"],
+            "params.attack.alpha": [alpha] * 3,
+            "tags.choice.attack": [attack] * 3,
+            "metrics.target_damage/worst10": damage,
+            "metrics.defended_target_damage/worst10": [d / 2 for d in damage],
+            "metrics.poison_found/worst10": [0.8] * 3,
+            "metrics.subpops/attacked": [10.0] * 3,
+            "metrics.attack_seconds": [np.nan] * 3,
+        }
+    ).assign(**{f"metrics.{name}": value for name, value in metrics.items()})
+
+
+def test_attacks_are_compared_in_untimed_and_untagged_settings_and_only_against_lf():
+    """Runs from before attack times and defense tags were logged are still compared; a
+    setting where GO and INF ran but not label flipping has nothing to be compared with."""
+    setting = {"tags.choice.dataset": "adult", "tags.choice.model": "mlp"}
+    conv = {"tags.choice.dataset": "adult", "tags.choice.model": "conv"}
+    runs = {
+        "lf": attack_runs("label_flip", "1", [0.10, 0.20, 0.15]).assign(**setting),
+        "go": attack_runs("gradient_optimization", "1", [0.14, 0.26, 0.18]).assign(**setting),
+        "go_conv": attack_runs("gradient_optimization", "1", [0.3] * 3).assign(**conv),
+        "inf_conv": attack_runs("influence", "1", [0.3] * 3).assign(**conv),
+    }
+    untimed = {name: r.drop(columns="metrics.attack_seconds") for name, r in runs.items()}
+    conv_tagged = untimed | {
+        name: untimed[name].assign(**{"tags.choice.defense": "none"})
+        for name in ("go_conv", "inf_conv")
+    }
+    text = attacks_overview(conv_tagged)
+    assert "### adult, mlp, nan" in text and "conv" not in text
+    (rows,) = markdown_tables(text)
+    assert list(dict.fromkeys(r["attack"] for r in rows)) == ["LF", "GO", "GO − LF"]
+
+
+def test_a_paired_difference_is_starred_from_two_pairs_on():
+    assert paired_cell(pd.Series([0.10, 0.11])) == "0.105 ± 0.064 (n=2) *"  # 12.706 · 0.0071 / √2
+    assert paired_cell(pd.Series([0.10])) == "0.100 (n=1)"
+
+
+def test_groups_are_ordered_numbers_by_value_then_names_then_missing():
+    runs = pd.DataFrame(
+        {
+            "params.attack.alpha": ["1"] * 5,
+            "params.model.width": ["100", "wide", "50", None, "8"],
+        }
+    )
+    assert [p.title for p in sections(normalise(runs), None)] == [
+        "model.width=8",
+        "model.width=50",
+        "model.width=100",
+        "model.width=wide",
+        "",
+    ]
+
+
+def test_the_attacks_table_reads_in_the_papers_order_with_gaps_where_an_attack_did_not_run():
+    """LF at α 0.5 and 1, GO at α 1 only (attacking 3 subpopulations), INF at both but timed
+    at α 1 only: rows LF, GO, INF, then GO − LF and INF − LF, each with the defended damage and
+    the poisons found; "–" where nothing ran."""
+    lf = [0.10, 0.20, 0.15]
+    runs = pd.concat(
+        [
+            attack_runs("label_flip", "0.5", lf),
+            attack_runs("label_flip", "1", lf),
+            attack_runs(
+                "gradient_optimization",
+                "1",
+                [0.14, 0.26, 0.18],
+                **{"attack_seconds": 5.0, "subpops/attacked": 3.0},
+            ),
+            attack_runs("influence", "0.5", [0.12, 0.22, 0.17]),
+            attack_runs("influence", "1", [0.12, 0.22, 0.17], attack_seconds=8.0),
+        ],
+        ignore_index=True,
+    )
+    rows = attack_rows(runs)
+    measures = ["target damage", "defended damage", "poison found"]
+    paired = [f"{m} (paired)" for m in measures]
+    assert [(r["attack"], r[""]) for r in rows] == [
+        *(("LF", m) for m in measures),
+        *(("GO", m) for m in [*measures, "attack time (s)"]),
+        *(("INF", m) for m in [*measures, "attack time (s)"]),
+        *(("GO − LF", m) for m in paired),
+        *(("INF − LF", m) for m in paired),
+    ]
+    cells = {(r["attack"], r[""]): (r["α=0.5"], r["α=1"]) for r in rows}
+    assert cells[("GO", "target damage")] == ("–", "0.193 ± 0.152 (n=3) [mean of 3 < k]")
+    assert cells[("GO", "attack time (s)")] == ("–", "5")
+    assert cells[("INF", "attack time (s)")] == ("–", "8")
+    assert cells[("LF", "defended damage")][1] == cell(pd.Series(lf) / 2)
+    assert cells[("LF", "poison found")] == ("0.800 ± 0.000 (n=3)",) * 2
+    assert cells[("GO − LF", "target damage (paired)")][0] == "–"
+    assert cells[("INF − LF", "target damage (paired)")] == ("0.020 ± 0.000 (n=3) *",) * 2
+    assert cells[("INF − LF", "defended damage (paired)")][1] == "0.010 ± 0.000 (n=3) *"
+
+
+def test_an_attacks_label_names_only_the_settings_that_differ_between_its_runs():
+    nan = np.nan
+    runs = pd.DataFrame(
+        {
+            "tags.choice.attack": ["label_flip", *["gradient_optimization"] * 3, "influence"],
+            "params.attack.alpha": ["1", "1", "2", "1", "1"],
+            "params.attack.epsilon": [nan, "0.06", "0.06", "0.5", "0.06"],
+            "params.attack.optimizer": [nan, "adam", "adam", "sgd", "adam"],
+            "params.attack.steps": [nan, "10", "10", "10", "10"],  # the same in every GO run
+        }
+    )
+    assert list(attack_variants(runs)) == [
+        "LF",
+        "GO (epsilon=0.06, optimizer=adam)",
+        "GO (epsilon=0.06, optimizer=adam)",
+        "GO (epsilon=0.5, optimizer=sgd)",
+        "INF",
+    ]
+
+
+def test_a_paper_number_is_judged_from_two_runs_on_and_its_interval_is_closed():
+    two = pd.Series([0.2, 0.4])
+    low, high, _ = prediction_interval(two)
+    assert judged(0.3, pd.Series([0.3])) == "no interval (n<2)"
+    assert judged(high, two) == f"inside [{low:.3f}, {high:.3f}]"
+    assert judged(low, two).startswith("inside [")
+    assert judged(high + 1e-6, two).startswith("OUTSIDE [")
+
+
+def test_the_papers_own_table_is_printed_as_the_paper_gives_it():
+    damage = {
+        "worst1": {0.5: 0.333, 1.0: 0.375},
+        "worst5": {0.5: 0.191, 1.0: 0.343},
+        "worst10": {0.5: 0.121, 1.0: 0.24},
+    }
+    sizes = {"worst1": 12, "worst5": 20.4, "worst10": 31}
+    assert reference_table({"target_damage": damage, "size": sizes}).to_dict("records") == [
+        {"worst": 1, "α=0.5": "0.333", "α=1": "0.375", "size": 12},
+        {"worst": 5, "α=0.5": "0.191", "α=1": "0.343", "size": 20.4},
+        {"worst": 10, "α=0.5": "0.121", "α=1": "0.240", "size": 31},
+    ]
+    assert list(reference_table({"target_damage": damage}).columns) == ["worst", "α=0.5", "α=1"]
+
+
+def test_a_comparison_is_a_table_per_alpha_with_worst_k_over_fewer_marked():
+    """``other`` gains 0.05 over ``baseline`` on every seed at α 0.5 and 0.1 at α 1; both
+    attacked 3 subpopulations, so their worst-5 and worst-10 are means of 3."""
+
+    def runs(gain: float) -> pd.DataFrame:
+        damage = np.array([0.1, 0.3, 0.2] * 2) + np.repeat([gain, 2 * gain], 3)
+        return pd.DataFrame(
+            {
+                "params.attack.alpha": ["0.5"] * 3 + ["1"] * 3,
+                "params.seed": ["0", "1", "2"] * 2,
+                "metrics.subpops/attacked": [3.0] * 6,
+                "metrics.clean_accuracy": [0.8, 0.82, 0.84] * 2,
+                "metrics.target_damage/mean": damage,
+                **{f"metrics.target_damage/worst{k}": damage for k in (1, 5, 10)},
+            }
+        )
+
+    text = comparison("lf", "go", {"lf": runs(0.0), "go": runs(0.05)})
+    assert text.startswith("## go − lf\n")
+    (rows,) = markdown_tables(text)
+    cells = {row[""]: (row["α=0.5"], row["α=1"]) for row in rows}
+    assert list(cells) == [
+        "worst-1 target damage",
+        "worst-5 target damage",
+        "worst-10 target damage",
+        "mean target damage",
+        "clean accuracy",
+    ]
+    assert cells["worst-1 target damage"] == ("0.050 ± 0.000 (n=3) *", "0.100 ± 0.000 (n=3) *")
+    assert cells["worst-5 target damage"][1] == "0.100 ± 0.000 (n=3) * [mean of 3 < k]"
+    assert cells["clean accuracy"] == ("0.000 ± 0.000 (n=3)",) * 2
 
 
 # --- `subpop report`'s options: each bad one is one error naming the option, before anything
