@@ -217,6 +217,15 @@ def test_report_puts_the_paper_beside_its_setting_only(tmp_path, client):
     text = report(tmp_path, "-e", "adult_cluster_match")
     k50, k100 = text.split("### selector.k=50")[1].split("### selector.k=100")
     assert "Paper, Table 5" not in k50 and "Paper, Table 5" in k100
+    # each table under the caption that says whose numbers it holds
+    captions = [
+        "Target damage (ours):",
+        "Paired differences between α (per seed):",
+        "Paper, Table 5 (ClusterMatch, k=100) (clean accuracy 0.837):",
+        "The paper's single runs against our 95% prediction interval for one run:",
+    ]
+    for caption in captions:
+        assert f"\n{caption}\n\n|" in k100, caption
     assert "t₀.₉₇₅,ₙ₋₁" in text and text.count("t₀.₉₇₅,ₙ₋₁") == 1
     assert (tmp_path / "reports" / "r_adult_cluster_match.png").stat().st_size > 1000
 
@@ -479,7 +488,7 @@ def test_two_runs_of_one_job_count_once_and_the_report_says_so(tmp_path, client)
     kept, dropped = latest_per_job(runs)
     assert dropped == 1 and sorted(kept["metrics.target_damage/worst1"]) == [0.4, 0.6]
     text = report(tmp_path, "-e", "dup")
-    assert "1 duplicate run(s) of the same job" in text
+    assert "## dup\n\n1 duplicate run(s) of the same job" in text
     assert "0.500 ± " in text and "(n=2)" in text
 
 
