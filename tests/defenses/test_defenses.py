@@ -42,7 +42,8 @@ from subpop_runner.models.mlp import MLP
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
-from tests.victims import LinearVictims
+from subpop_runner.training.victims import FEATURES, PENULTIMATE, proba_from_logits
+from tests.victims import ContentVictims, LinearVictims
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
 PLANTED = 15
@@ -345,3 +346,44 @@ def test_a_tiny_cluster_survives_the_silhouette_sample():
     activations = np.r_[rng.normal(0, 1, (4997, 4)), rng.normal(30, 1, (3, 4))]
     cluster, silhouette = ActivationClustering(silhouette_sample=50).cluster(activations, seed=0)
     assert sorted(np.bincount(cluster)) == [3, 4997] and silhouette > 0.5
+
+
+def test_a_warm_start_is_accepted_where_the_regime_offers_one():
+    for defense in (Trim(warm_start=True), Sever(warm_start=True)):
+        defense.check(100, FixedFeatures(head=partial(MLP)))
+
+
+class HeadOnInput(ContentVictims):
+    """A ReLU layer and a last layer on the input, as the Adult MLP: the input is its fixed
+    features (and layer ``input``), the ReLU layer its penultimate."""
+
+    def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
+        if layer in (FEATURES, "input"):
+            return np.repeat(np.asarray(x, np.float64)[None], len(self), axis=0)
+        return super().representation(x, layer)
+
+
+@pytest.mark.parametrize("defense", [FinePruning, Certified], ids=["fine_pruning", "certified"])
+def test_victims_a_defense_builds_offer_what_every_victim_offers(defense):
+    """Fine-pruning's and the certified defense's victims (a new last layer over the old
+    victims' representation): their penultimate representation through their last layer
+    gives their probabilities, as for every victim, and their other layers are the old ones'."""
+    splits, sets = planted_sets()
+    train = splits.train
+    rows_of = [(np.r_[train.x, p.x], np.r_[train.y, p.y]) for p in sets]
+    victims = HeadOnInput.fit(rows_of)
+    order = RowOrder((train.x, train.y), [(p.x, p.y) for p in sets], seed=0)
+    holdout = (splits.test.x[:40], splits.test.y[:40])
+    rows = order.view(2, [len(p) for p in sets], train=None, holdout=holdout)
+    defended = defense(**({"epochs": 20} if defense is FinePruning else {}))(rows, victims)
+    x = splits.test.x[40:80]
+    for built in (defended.victims, *defended.stages.values()):
+        hidden = built.representation(x, PENULTIMATE)
+        logits = [h @ w.T + b for h, (w, b) in zip(hidden, built.last_layer(), strict=True)]
+        np.testing.assert_allclose(
+            np.stack([proba_from_logits(z) for z in logits]), built.predict_proba(x), atol=1e-9
+        )
+        assert len(built) == 2
+        np.testing.assert_array_equal(
+            built.representation(x, "input"), victims.representation(x, "input")
+        )
