@@ -161,8 +161,8 @@ def test_tied_damages_enter_the_worst_k_in_the_tables_order():
 def defended_case():
     """Two attacked subpopulations on 6 train and 6 test rows, their victims in the other
     order than the candidates. Subpopulation 1 (train rows 3, 4): the defense removed one of
-    its 2 poisons and clean rows 2 (outside S) and 3 (in S). Subpopulation 0 (train rows 0-2):
-    all 4 poisons and no clean row. The clean victim is right everywhere."""
+    its 2 poisons and clean rows 0, 1, 2 (outside S) and 3 (in S). Subpopulation 0 (train rows
+    0-2): all 4 poisons and no clean row. The clean victim is right everywhere."""
     y = np.array([0, 1, 0, 1, 0, 1])
     candidates = [
         subpop(0, [0, 1], train=[0, 1, 2], n_train=6),
@@ -172,7 +172,7 @@ def defended_case():
     selection = Selection(candidates, {0: "attacked", 1: "attacked", 2: "not selected"})
     poisons = [poison_set(1, 2), poison_set(0, 4)]
     keep = [
-        np.array([1, 1, 0, 0, 1, 1] + [0, 1], bool),
+        np.array([0, 0, 0, 0, 1, 1] + [0, 1], bool),
         np.array([1, 1, 1, 1, 1, 1] + [0, 0, 0, 0], bool),
     ]
     defended = Defended(keep=keep, score=[np.zeros(8), np.zeros(10)], rounds=[3, 1], victims=None)
@@ -188,10 +188,10 @@ def defended_case():
 def test_what_the_defense_removed_is_scored_against_each_victims_own_poison():
     table = defended_case().set_index("id")
     one, zero = table.loc[1], table.loc[0]
-    assert one["poison_found"] == 0.5 and one["poison_precision"] == pytest.approx(1 / 3)
-    assert one["removed_fraction"] == pytest.approx(3 / 8)
+    assert one["poison_found"] == 0.5 and one["poison_precision"] == pytest.approx(1 / 5)
+    assert one["removed_fraction"] == pytest.approx(5 / 8)
     assert one["clean_removed_in_subpop"] == 0.5  # row 3 of rows 3, 4
-    assert one["clean_removed_outside"] == 0.25  # row 2 of rows 0, 1, 2, 5
+    assert one["clean_removed_outside"] == 0.75  # rows 0, 1, 2 of rows 0, 1, 2, 5
     assert one["defense_rounds"] == 3
     assert zero["poison_found"] == 1.0 and zero["poison_precision"] == 1.0
     assert zero["removed_fraction"] == 0.4 and zero["defense_rounds"] == 1
