@@ -210,7 +210,8 @@ class Defense(ABC):
         defended = self.defend(rows, victims)
         defended.seconds = time.perf_counter() - started
         for keep, labels in zip(defended.keep, rows.labels, strict=True):
-            emptied = sorted(set(range(rows.n_classes)) & set(labels) - set(labels[keep]))
+            present, kept = set(labels.tolist()), set(labels[keep].tolist())
+            emptied = sorted(set(range(rows.n_classes)) & present - kept)
             if emptied:
                 raise DefenseError(
                     f"defense: it removed every training row of class(es) {emptied} from a "
