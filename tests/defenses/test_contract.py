@@ -152,3 +152,11 @@ def test_what_a_defense_receives_holds_no_provenance():
     # Victim 0's planted rows are spread through its order, not gathered at its end.
     where = RowOrder(shared, own, seed=0).in_training_order([np.arange(137), np.arange(122)])[0]
     assert where[120:].max() - where[120:].min() > 60
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o != "none"])
+def test_a_defenses_defaults_are_its_config(option):
+    """Code that builds a defense without the config (`subpop figure2`'s TRIM and SEVER) gets
+    the settings the config gives."""
+    configured = a_defense(option)
+    assert vars(type(configured)()) == vars(configured)

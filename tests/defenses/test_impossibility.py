@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from subpop_runner.defenses.impossibility import figure2, theorem71
@@ -33,9 +34,58 @@ def test_sever_removes_real_points_and_does_not_undo_the_attack(draws):
         assert result.damage("poisoned + SEVER") > 0.5
 
 
+def test_figure2s_draw_and_what_each_defense_does_to_it_are_pinned(draws):
+    """Seed 0 as `subpop figure2` prints it: the models' target accuracy, the real target
+    points and poisons each defense removed, and the models themselves."""
+    result = draws[0]
+    assert result.target_accuracy == {
+        "unpoisoned": 1.0,
+        "poisoned": 0.23,
+        "poisoned + TRIM": 0.02,
+        "poisoned + SEVER": 0.24,
+    }
+    assert result.damage("poisoned + TRIM") == pytest.approx(0.98)
+    removed = {
+        name: (result.real_removed(name), result.poison_removed(name)) for name in result.kept
+    }
+    assert removed == {"poisoned + TRIM": (20, 7), "poisoned + SEVER": (5, 5)}
+    assert result.group.tolist() == [0] * 20 + [1] * 20 + [2] * 20
+    assert result.y.tolist() == [0] * 20 + [1] * 40 and result.poison_y.tolist() == [0] * 30
+    np.testing.assert_allclose(result.x.sum(0), [-0.07027636, 5.91773148], rtol=1e-6)
+    np.testing.assert_allclose(result.poison_x.sum(0), [-1.86613082, 2.01317504], rtol=1e-6)
+    coefficients = {
+        "unpoisoned": ([2.129323005, -0.07380776491], 3.249407149),
+        "poisoned": ([1.278819994, 0.06970844004], -0.4943380639),
+        "poisoned + TRIM": ([2.106069035, 0.1077808073], -3.156050005),
+        "poisoned + SEVER": ([2.007833230, 0.7301028481], -0.7502407138),
+    }
+    for name, (coef, intercept) in coefficients.items():
+        np.testing.assert_allclose(result.models[name].coef_[0], coef, rtol=1e-6)
+        np.testing.assert_allclose(result.models[name].intercept_[0], intercept, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def theorems():
+    return [theorem71(n=1000, k=8, seed=seed) for seed in range(3)]
+
+
+def test_theorem71s_sizes_are_pinned(theorems):
+    """Seed 0 as `subpop theorem71 --n 1000 --k 8` prints it."""
+    r = theorems[0]
+    assert (r.n, r.k, r.smallest, r.observed) == (1000, 8, 35, 35)
+    assert r.smallest_weight == pytest.approx(0.036987580105434154, rel=1e-9)
+    assert r.flipped_at_theorem_size == pytest.approx(45 / 82)
+    assert r.collateral_at_theorem_size == 0.0
+    assert r.bound == 125.0
+    assert r.weight_bound == pytest.approx(2 * 0.036987580105434154 * 1000)
+    assert r.weight_bound_probability == pytest.approx(1 - np.exp(-0.036987580105434154 * 500))
+
+
 @pytest.mark.parametrize("seed", range(3))
-def test_label_flips_of_the_smallest_subpopulation_flip_a_locally_dependent_learner(seed):
-    r = theorem71(n=1000, k=8, seed=seed)
+def test_label_flips_of_the_smallest_subpopulation_flip_a_locally_dependent_learner(
+    theorems, seed
+):
+    r = theorems[seed]
     assert 0 < r.observed <= r.smallest <= r.bound
     assert r.flipped_at_theorem_size > 0.5
     assert r.collateral_at_theorem_size == 0  # the other subpopulations never notice
