@@ -77,3 +77,11 @@ def test_the_poisons_do_not_depend_on_the_training_or_test_rows(option, rule):
     np.testing.assert_array_equal(first.source_index, other.source_index)
     np.testing.assert_array_equal(first.y, other.y)
     np.testing.assert_array_equal(first.x, other.x)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_an_attacks_defaults_are_its_config(option):
+    """Code that builds an attack without the config gets the settings the config gives."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        configured = instantiate(compose("config", overrides=[f"attack={option}"]).attack)
+    assert vars(type(configured)()) == vars(configured)

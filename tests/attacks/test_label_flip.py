@@ -65,3 +65,15 @@ def test_flip_label_is_decided_by_the_subpops_own_aux_points(aux, rule, label):
     proba[members] = [0.9, 0.1]  # on the subpopulation, class 1 is the unlikely one
     poison = LabelFlip(alpha=1, label_rule=rule).poison(subpop(members), aux, 2, 0, proba)
     assert set(poison.y) == {label}
+
+
+def test_max_loss_tells_certain_wrong_labels_apart_by_their_other_rows():
+    """Probabilities of exactly 0 (a confident model) count as 1e-12, so two labels the model
+    rules out once are told apart by the rest: label 2 is the less likely one."""
+    proba = np.array([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.8, 0.19, 0.01]])
+    assert flip_label("max_loss", np.zeros(3, int), 3, proba) == 2
+
+
+def test_a_label_flip_attack_needs_the_attackers_model_only_for_max_loss():
+    assert LabelFlip(label_rule="max_loss").uses_model
+    assert not LabelFlip().uses_model and not LabelFlip.optimizes
