@@ -119,6 +119,15 @@ def test_a_layer_of_the_surrogate_is_asked_of_the_surrogate(blob_splits):
     assert asked == ["hidden"]
 
 
+def test_selecting_caches_the_clustering_in_the_stage_cache_it_is_given(blob_splits):
+    calls, selector = [], ClusterMatch(k=4, representation="input", pca_components=2)
+    proba = np.full((len(blob_splits.aux), 2), 0.5)
+    memo = recording_memo(calls)
+    for _ in range(2):
+        selector.select(blob_splits, proba, inputs(blob_splits), memo)
+    assert [stage for stage, _ in calls] == ["clustering"]
+
+
 def test_a_clustering_is_reused_only_by_the_same_settings(blob_splits):
     """One stage cache shared by a sweep: any setting that changes the clusters is part of the
     key, so a k=3 job never gets a k=4 job's clusters, and the same settings compute once."""

@@ -56,11 +56,15 @@ def test_the_paper_bounds_keep_groups_of_exactly_10_and_100_aux_points():
     assert sorted(s.sizes["aux"] for s in found) == [10, 100]
 
 
-def test_matching_on_one_column_groups_by_its_values(splits):
-    found = FeatureMatch(columns=["race"], min_size=1, max_size=1000).candidates(splits)
+def test_matching_on_one_column_groups_by_its_values():
+    aux = part({"Asian/F": 12, "Asian/M": 3, "White/M": 20})
+    test = part({"Asian/M": 2, "White/F": 5})
+    found = FeatureMatch(columns=["race"], min_size=1).candidates(
+        Splits(aux, aux, test, ("0", "1"))
+    )
     assert [(s.description, s.sizes["aux"], s.sizes["test"]) for s in found] == [
-        ("race=A", 17, 4),
-        ("race=B", 190, 39),
+        ("race=Asian", 15, 2),
+        ("race=White", 20, 5),
     ]
 
 
