@@ -32,6 +32,13 @@ def test_two_changed_labels_among_three_classes_make_five_regions():
     np.testing.assert_allclose(nu, [0.0225, 0.045, 0.2325, 0.21, 0.49], rtol=1e-12)
 
 
+def test_with_four_classes_a_noisy_label_is_one_of_two_others_as_often_as_it_is_either():
+    order, mu, nu = flip_regions(1, 0.3, 4)  # q/3 each other class; 2q/3 the other two
+    assert order.tolist() == [-1, 0, 1]
+    np.testing.assert_allclose(mu, [0.7, 0.2, 0.1], rtol=1e-12)
+    np.testing.assert_allclose(nu, [0.1, 0.2, 0.7], rtol=1e-12)
+
+
 def test_one_changed_label_among_two_classes_leaves_the_middle_region_empty():
     order, mu, nu = flip_regions(1, 0.1, 2)
     assert order.tolist() == [-1, 0, 1]
@@ -136,4 +143,4 @@ def test_certified_refuses_a_model_that_does_not_say_it_is_on_fixed_features():
     Certified().check(10, OnFixed())
     with pytest.raises(ConfigError, match=r"^defense=certified: ") as error:
         Certified().check(10, object())
-    assert "use a model on fixed features" in str(error.value)
+    assert str(error.value).endswith("use a model on fixed features (model=mlp, *_ll, bert_head)")

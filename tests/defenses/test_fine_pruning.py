@@ -31,20 +31,25 @@ def test_pruning_may_cost_exactly_max_drop_and_stops_at_the_unit_that_costs_more
 
 
 def test_units_of_equal_mean_activation_are_pruned_in_their_order():
-    """20 units of mean 0: 19 never fire, unit 10 carries the task (+1 / −1). Pruning goes in
-    unit order and stops at unit 10: units 0-9 go, the rest stay."""
+    """20 units: the even ones always fire (mean 1, no weight), the odd ones have mean 0: all
+    never fire but unit 9, which carries the task (+1 / −1). Pruning goes lowest mean first,
+    ties in unit order, and stops at unit 9: units 1, 3, 5, 7 go, the rest stay."""
     labels = np.arange(40) % 2
     hidden = np.zeros((40, 20))
-    hidden[:, 10] = np.where(labels == 1, 1.0, -1.0)
+    hidden[:, ::2] = 1.0
+    hidden[:, 9] = np.where(labels == 1, 1.0, -1.0)
     weights = np.zeros((2, 20))
-    weights[1, 10] = 1.0
+    weights[1, 9] = 1.0
     mask, accuracy = prune(hidden, labels, weights, np.zeros(2), max_drop=0.04)
-    assert mask.tolist() == [0.0] * 10 + [1.0] * 10 and accuracy == (1.0, 1.0)
+    assert np.flatnonzero(mask == 0).tolist() == [1, 3, 5, 7] and accuracy == (1.0, 1.0)
 
 
 def test_a_prediction_is_the_most_likely_class_of_each_row():
     assert predicted(np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])).tolist() == [1, 0]
     assert predicted(np.array([[-1.0], [2.0]])).tolist() == [0, 1]  # one logistic output
+    # The bias counts: with no unit firing it alone decides.
+    _, accuracy = prune(np.zeros((2, 1)), np.array([1, 1]), np.zeros((2, 1)), [0, 1], 0.0)
+    assert accuracy == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("n_classes", [1, 2, 3])
@@ -82,7 +87,7 @@ def test_fine_pruning_refuses_only_a_model_that_says_it_has_nothing_to_prune():
 
     with pytest.raises(ConfigError, match=r"^defense=fine_pruning: ") as error:
         FinePruning().check(10, Flat())
-    assert "use a model with a hidden or pooled layer" in str(error.value)
+    assert str(error.value).endswith("layer (model=mlp, a backbone's *_ll, conv, *_ft)")
 
 
 class Layered:
@@ -115,10 +120,11 @@ class Holdout:
 
 def test_fine_pruning_prunes_then_tunes_each_victims_last_layer_and_reports_it():
     hidden, labels, weights, bias = four_rows()
+    hidden, weights = np.c_[hidden, np.zeros(4)], np.c_[weights, [1.0, -1.0]]  # + a dead unit
     layers = [(weights, bias), (2 * weights, bias + 1)]
     rows = Holdout((hidden, labels), [5, 3])
     defended = FinePruning(max_drop=0.25, epochs=3, learning_rate=0.1)(rows, Layered(layers))
-    masks = [np.array([0.0, 1.0]), np.array([0.0, 1.0])]
+    masks = [np.array([0.0, 1.0, 0.0]), np.array([0.0, 1.0, 0.0])]
     for v, ((w, b), mask) in enumerate(zip(layers, masks, strict=True)):
         pruned_w, pruned_b = defended.stages["pruned"].last_layer()[v]
         np.testing.assert_array_equal(pruned_w, w * mask)
@@ -129,8 +135,8 @@ def test_fine_pruning_prunes_then_tunes_each_victims_last_layer_and_reports_it()
         np.testing.assert_array_equal(got_b, tuned_b)
         assert defended.details[v] == {
             "all": {
-                "pruned_units": 1,
-                "units": 2,
+                "pruned_units": 2,
+                "units": 3,
                 "holdout_accuracy_before": 1.0,
                 "holdout_accuracy_pruned": 0.75,
                 "holdout_rows": 4,
