@@ -80,6 +80,11 @@ def test_the_silhouette_sample_keeps_each_clusters_share_and_at_least_two_of_eac
     assert rows.tolist() == stratified_sample(cluster, 20, seed=0).tolist()
     assert rows.tolist() != stratified_sample(cluster, 20, seed=1).tolist()
     assert stratified_sample(cluster, 100, seed=0).tolist() == list(range(100))
+    # 99 of 100: nearly every row of each cluster is drawn, none twice.
+    assert stratified_sample(cluster, 99, seed=0).tolist() == sorted(
+        set(stratified_sample(cluster, 99, seed=0).tolist())
+    )
+    assert len(stratified_sample(cluster, 99, seed=0)) == 99
     lone = stratified_sample(np.r_[np.zeros(30, int), 1], 10, seed=0)
     assert np.bincount(np.r_[np.zeros(30, int), 1][lone]).tolist() == [10, 1]
 

@@ -144,3 +144,11 @@ def test_certified_refuses_a_model_that_does_not_say_it_is_on_fixed_features():
     with pytest.raises(ConfigError, match=r"^defense=certified: ") as error:
         Certified().check(10, object())
     assert str(error.value).endswith("use a model on fixed features (model=mlp, *_ll, bert_head)")
+
+
+def test_the_smoothed_probabilities_are_a_softmax_safe_from_large_scores():
+    """Scores (1000, 1001) and (−1000, −1001): each row's softmax, without overflow."""
+    head = RidgeHead(np.array([[1000.0, 1001.0], [0.0, 0.0]]), np.eye(2), q=0.1, threshold=0.5)
+    proba = SmoothedRidge(Fixed(), [head, head]).predict_proba(np.array([[1.0], [-1.0]]))
+    low = 1 / (1 + np.e)
+    np.testing.assert_allclose(proba[0], [[low, 1 - low], [1 - low, low]], rtol=1e-12)
