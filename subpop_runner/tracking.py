@@ -192,22 +192,27 @@ class Tracker:
         holders: dict[str, str] = {}
         # One job asks for its own key only; a sweep's many keys are read in one pass.
         only = f" and tags.`{JOB_KEY}` = '{next(iter(keys))}'" if len(keys) == 1 else ""
-        for status in ("FINISHED", "RUNNING"):
-            for run in self._job_runs(f"attributes.status = '{status}'{only}"):
-                key = run.data.tags.get(JOB_KEY)
-                if key not in keys or key in holders:
-                    continue
-                if status == "FINISHED":
-                    holders[key] = f"has FINISHED (run {run.info.run_id})"
-                elif is_live(run.data.tags):
-                    where = run.data.tags.get(HOST, "an unknown host")
-                    holders[key] = f"is RUNNING on {where} (run {run.info.run_id})"
-                else:
-                    log.info(
-                        "run %s was left RUNNING by a process that is gone: marked KILLED",
-                        run.info.run_id,
-                    )
-                    self.client.set_terminated(run.info.run_id, "KILLED")
+        # RUNNING first: a run only moves from RUNNING to FINISHED, so one that finishes
+        # between the two reads is seen in one of them (the other order can miss it).
+        for run in self._job_runs(f"attributes.status = 'RUNNING'{only}"):
+            key = run.data.tags.get(JOB_KEY)
+            if key not in keys or key in holders:
+                continue
+            if is_live(run.data.tags):
+                where = run.data.tags.get(HOST, "an unknown host")
+                holders[key] = f"is RUNNING on {where} (run {run.info.run_id})"
+            # Read again once its process is known dead: it may have finished the run
+            # just before it ended, and a dead process changes it no more.
+            elif self.client.get_run(run.info.run_id).info.status == "RUNNING":
+                log.info(
+                    "run %s was left RUNNING by a process that is gone: marked KILLED",
+                    run.info.run_id,
+                )
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        for run in self._job_runs(f"attributes.status = 'FINISHED'{only}"):
+            key = run.data.tags.get(JOB_KEY)
+            if key in keys and key not in holders:
+                holders[key] = f"has FINISHED (run {run.info.run_id})"
         return holders
 
     def _job_runs(self, condition: str) -> Iterator[Any]:

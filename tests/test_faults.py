@@ -108,6 +108,39 @@ def test_a_reused_pid_does_not_pass_for_the_process_that_started_a_run(tracker):
     assert tracker.client.get_run(zombie).info.status == "KILLED"
 
 
+def finish_after_first_read(tracker: Tracker, monkeypatch, run_id: str) -> None:
+    """The job's own process finishes ``run_id`` just after another job's first read of the
+    store: the interleaving of two identical sweeps started together."""
+    read = tracker._job_runs
+    reads: list[str] = []
+
+    def racing(condition: str):
+        runs = list(read(condition))
+        if not reads:
+            tracker.client.set_terminated(run_id, "FINISHED")
+        reads.append(condition)
+        return iter(runs)
+
+    monkeypatch.setattr(tracker, "_job_runs", racing)
+
+
+def test_a_run_finishing_between_the_two_reads_still_holds_its_job(tracker, monkeypatch):
+    running = start(tracker, "k1", skip_taken=False)
+    finish_after_first_read(tracker, monkeypatch, running)
+    assert start(tracker, "k1") is None
+    assert [r.info.status for r in job_runs(tracker)] == ["FINISHED"]
+
+
+def test_a_run_finished_by_a_process_that_then_ended_is_not_killed(tracker, monkeypatch):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    finished = start(tracker, "k1", skip_taken=False)
+    tracker.client.set_tag(finished, PROCESS, process_token(dead.pid))
+    finish_after_first_read(tracker, monkeypatch, finished)
+    assert start(tracker, "k1") is None
+    assert [r.info.status for r in job_runs(tracker)] == ["FINISHED"]
+
+
 class FakeTracker:
     def __init__(self) -> None:
         self.ended: list[str] = []
