@@ -25,15 +25,14 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.page import write_page
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.fashion_mnist import FashionMNIST
-from subpop_runner.data.splits import Part
 from subpop_runner.models.conv import Conv
 from subpop_runner.models.efficientnet_lite import EfficientNetLite0
 from subpop_runner.models.linear_head import LinearHead
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
+from subpop_runner.types import Part, PoisonSet
 
 ROOT = Path(__file__).resolve().parent.parent
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=1)

@@ -20,11 +20,10 @@ import torch
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_info
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part
 from subpop_runner.models.mlp import MLP
 from subpop_runner.training.base import Fit
 from subpop_runner.training.fixed_features import FixedFeatures, HeadVictims
+from subpop_runner.types import Part, PoisonSet
 
 
 def train_victims(

@@ -44,14 +44,13 @@ from benchmarks.reference import (
     with_callback,
 )
 from subpop_runner import pipeline
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part
 from subpop_runner.memo import no_memo
 from subpop_runner.metrics import damage
 from subpop_runner.models.mlp import MLP
 from subpop_runner.report import machine
 from subpop_runner.stages import clean_victim, surrogate_features
 from subpop_runner.training.victims import Victims
+from subpop_runner.types import Part, PoisonSet
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (0.5, 1.0, 2.0)

@@ -25,9 +25,7 @@ import pandas as pd
 import torch
 
 from benchmarks.page import write_page
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.imdb import IMDB
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.models.bert import (
     BertBelowLastBlock,
     BertClassifier,
@@ -38,6 +36,7 @@ from subpop_runner.models.linear_head import LinearHead
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
+from subpop_runner.types import Part, PoisonSet, Splits
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCODER = "minilm-l6"

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.selectors.base import Selection
+from subpop_runner.types import PoisonSet, Selection
 
 if TYPE_CHECKING:
     from subpop_runner.defenses.base import Defended

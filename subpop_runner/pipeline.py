@@ -16,9 +16,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from subpop_runner.attacks.base import PoisonSet, check_memory
+from subpop_runner.attacks.base import check_memory
 from subpop_runner.attacks.domain import InputDomain, distances
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.defenses.base import RowOrder
 from subpop_runner.errors import ConfigError
 from subpop_runner.identity import inputs, job_key, stage_code
@@ -26,13 +25,14 @@ from subpop_runner.metrics import defense_details, subpop_table, summarize, with
 from subpop_runner.schema import plain
 from subpop_runner.stages import clean_victim, surrogate_features
 from subpop_runner.tracking import JOB_KEY, JobInfo, experiment_name, flatten
+from subpop_runner.types import Part, PoisonSet, Splits
 
 if TYPE_CHECKING:
     from subpop_runner.attacks.label_flip import LabelFlip
     from subpop_runner.attacks.optimization import Optimized
     from subpop_runner.memo import Memo
-    from subpop_runner.selectors.base import Subpopulation
     from subpop_runner.training.victims import Victims
+    from subpop_runner.types import Subpopulation
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Result | None:
     train = victim_trainer(cfg, regime, memo, splits)
     # A model may name the regime its surrogate trains with (the scikit-learn reference
     # clusters on the batched MLP's surrogate, so both learners meet the same subpopulations).
-    surrogate = victim_trainer(cfg, getattr(regime, "surrogate", regime), memo, splits)
+    surrogate = victim_trainer(cfg, regime.surrogate or regime, memo, splits)
     run_id = tracker.start_job(
         job.experiment, job.run_name, tags, job.parent_run_id, skip_taken=job.resume
     )

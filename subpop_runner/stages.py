@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Splits
-from subpop_runner.selectors.base import PARTS
+from subpop_runner.types import PARTS, PoisonSet, Splits
 
 if TYPE_CHECKING:
     from subpop_runner.training.victims import Victims

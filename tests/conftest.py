@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.training.victims import Victims
+from subpop_runner.types import Part, Splits
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,12 +35,10 @@ from threadpoolctl import threadpool_limits
 
 import subpop_runner.schema  # noqa: F401  (registers the config schemas)
 from subpop_runner import pipeline
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.defenses.base import RowOrder
 from subpop_runner.metrics import subpop_table, summarize, with_defense
 from subpop_runner.report import alpha_differences, defense_table, paper_table
-from subpop_runner.selectors.base import Selection, Subpopulation
+from subpop_runner.types import Part, PoisonSet, Selection, Splits, Subpopulation
 from tests.victims import AttackerVictims, ContentVictims
 
 ROOT = Path(__file__).resolve().parents[1]

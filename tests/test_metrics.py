@@ -2,7 +2,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.defenses.base import Defended
 from subpop_runner.metrics import (
     damage,
@@ -11,7 +10,7 @@ from subpop_runner.metrics import (
     summarize,
     with_defense,
 )
-from subpop_runner.selectors.base import Selection, Subpopulation
+from subpop_runner.types import PoisonSet, Selection, Subpopulation
 
 
 def test_damage_on_a_hand_made_case():

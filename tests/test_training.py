@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.adult import Adult
 from subpop_runner.data.epochs import PoisonedEpochs
-from subpop_runner.data.splits import Part
 from subpop_runner.models.mlp import MLP
 from subpop_runner.training.fixed_features import victims_per_chunk
+from subpop_runner.types import Part, PoisonSet
 
 from .conftest import train_heads
 

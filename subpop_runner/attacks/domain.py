@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from subpop_runner.data.images import PIXEL_RANGE
-from subpop_runner.data.splits import Splits
+from subpop_runner.types import Splits
 
 
 @dataclass(frozen=True)

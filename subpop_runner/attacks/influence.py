@@ -31,10 +31,10 @@ from torch.nn.functional import cross_entropy
 
 from subpop_runner.attacks.domain import InputDomain
 from subpop_runner.attacks.optimization import Job, OptimizedAttack, flat
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.differentiable import Differentiable, two_class
 from subpop_runner.training.victims import FEATURES, Victims
+from subpop_runner.types import Part, Splits
 
 
 @dataclass

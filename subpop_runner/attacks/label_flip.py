@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part
-from subpop_runner.selectors.base import Subpopulation
+from subpop_runner.types import Part, PoisonSet, Subpopulation
 
 
 class LabelFlip:

@@ -20,14 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain
 from subpop_runner.attacks.label_flip import LabelFlip
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
-from subpop_runner.selectors.base import Subpopulation
 from subpop_runner.training.differentiable import Differentiable
 from subpop_runner.training.victims import Victims
+from subpop_runner.types import Part, PoisonSet, Splits, Subpopulation
 
 
 @dataclass

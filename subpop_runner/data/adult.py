@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from subpop_runner.data.base import Dataset
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.download import download
-from subpop_runner.data.splits import Part, Splits, split_indices
+from subpop_runner.data.splits import split_indices
 from subpop_runner.errors import ConfigError
+from subpop_runner.types import Part, Splits
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ ROWS = {"adult.data": 32_561, "adult.test": 16_281}
 LABELS = {"adult.data": ("<=50K", ">50K"), "adult.test": ("<=50K.", ">50K.")}
 
 
-class Adult:
+class Adult(Dataset):
     """UCI Adult income prediction, split into disjoint train / aux / test parts.
 
     ``verify=False`` skips the published SHA-256 and row counts (not the schema), for users'

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from subpop_runner.data.base import Dataset
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.download import download, extract_tar
 from subpop_runner.data.images import image_splits
-from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
+from subpop_runner.types import Splits
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -75,7 +76,7 @@ ALLOWED_GLOBALS = {
 }
 
 
-class CIFAR10:
+class CIFAR10(Dataset):
     """CIFAR-10 classification, split into disjoint D / D_aux / D_test.
 
     ``verify=False`` skips the published MD5s (not the format checks), for users' own

@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part
+from subpop_runner.types import Part, PoisonSet
 
 
 class Rows(NamedTuple):

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from subpop_runner.data.base import Dataset
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.download import download
 from subpop_runner.data.images import image_splits
-from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
+from subpop_runner.types import Splits
 
 ZALANDO_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -67,7 +68,7 @@ CLASS_NAMES = (
 )
 
 
-class FashionMNIST:
+class FashionMNIST(Dataset):
     """Fashion-MNIST classification, split into disjoint D / D_aux / D_test.
 
     ``verify=False`` skips the published MD5s and counts (not the format checks), for users'

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from subpop_runner.data.splits import Part, Splits
+from subpop_runner.types import Part, Splits
 
 log = logging.getLogger(__name__)
 

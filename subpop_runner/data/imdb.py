@@ -49,10 +49,11 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
+from subpop_runner.data.base import Dataset
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.download import download, extract_tar
 from subpop_runner.data.images import capped, halves_split
-from subpop_runner.data.splits import Part, Splits, sized_split
+from subpop_runner.data.splits import sized_split
 from subpop_runner.data.tokens import (
     cached_tokenize,
     load_tokenizer,
@@ -60,6 +61,7 @@ from subpop_runner.data.tokens import (
     vocabulary_digest,
 )
 from subpop_runner.errors import ConfigError
+from subpop_runner.types import Part, Splits
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ OFFLINE_PART = 10_000  # D and D_aux each from the CSV; D_test is the rest
 CLASS_NAMES = ("negative", "positive")
 
 
-class IMDB:
+class IMDB(Dataset):
     """IMDB sentiment classification on token ids, split into disjoint D / D_aux / D_test.
 
     ``tokenizer`` is a Hugging Face hub name or a local folder (`subpop_runner.data.tokens`);

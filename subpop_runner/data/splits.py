@@ -1,54 +1,11 @@
-"""The three disjoint parts of every experiment (paper Sec. 5: D, D_aux, D_test)."""
+"""How an experiment's rows are cut into its three disjoint parts (paper Sec. 5: D, D_aux, D_test;
+the parts themselves are `subpop_runner.types.Splits`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-
-
-@dataclass(frozen=True)
-class Part:
-    """One split: features ``x`` (float32), labels ``y`` (int64), optional annotations."""
-
-    x: np.ndarray
-    y: np.ndarray
-    annotations: pd.DataFrame | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass(frozen=True)
-class Splits:
-    """The victim's training set, the attacker's auxiliary set and the test set."""
-
-    train: Part
-    aux: Part
-    test: Part
-    class_names: tuple[str, ...]
-    # Token-id inputs (text): the `subpop_runner.data.tokens.vocabulary_digest` of the tokenizer
-    # that made them, so a model can check they index its own embeddings. None for other data.
-    vocabulary: str | None = None
-    # Tables: the column groups that one-hot encode one category each (an optimised poison
-    # keeps each group one-hot); every other column is continuous. Empty for other data.
-    one_hot: tuple[tuple[int, ...], ...] = ()
-
-    @property
-    def n_features(self) -> int:
-        """Input size of one row, flattened (an image's pixels)."""
-        return int(np.prod(self.input_shape))
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one row: ``(d,)`` for tables, ``(C, H, W)`` for images."""
-        return tuple(self.train.x.shape[1:])
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
 
 
 def split_indices(

@@ -38,10 +38,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from subpop_runner.data.base import Dataset
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.data.images import capped, log_summary, scale_pixels
-from subpop_runner.data.splits import Part, Splits, sized_split
+from subpop_runner.data.splits import sized_split
 from subpop_runner.errors import ConfigError
+from subpop_runner.types import Part, Splits
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ SIDE = 100
 PUBLISHED_SIZE = (200, 200)
 
 
-class UTKFace:
+class UTKFace(Dataset):
     """UTKFace gender classification with race and age annotations, split into disjoint
     D / D_aux / D_test."""
 

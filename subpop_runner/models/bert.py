@@ -31,10 +31,16 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from subpop_runner.data.splits import Splits
 from subpop_runner.data.tokens import load_tokenizer, locate, vocabulary_digest
 from subpop_runner.errors import ConfigError
-from subpop_runner.models.network import activation_at, check_layer, seeded
+from subpop_runner.models.network import (
+    Backbone,
+    Classifier,
+    activation_at,
+    check_layer,
+    seeded,
+)
+from subpop_runner.types import Splits
 
 TRAINABLE = ("all", "last_block")
 
@@ -93,7 +99,7 @@ def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-class Bert(nn.Module):
+class Bert(Backbone):
     """A BERT encoder run block by block, so any block's output can be read or replayed."""
 
     def __init__(self, *, name: str, download: bool = False) -> None:
@@ -150,7 +156,7 @@ class BertEncoder(Bert):
         self.eval()
 
 
-class BertClassifier(Bert):
+class BertClassifier(Bert, Classifier):
     """BERT with a linear classifier on the pooler's ``[CLS]`` output, dropout before it as
     in ``BertForSequenceClassification``; ``trainable`` is "all" (BERT-FT) or "last_block"
     (BERT-LL: the final block, the pooler and the classifier)."""
@@ -220,7 +226,7 @@ class BertBelowLastBlock(Bert):
         return torch.cat([hidden, mask.unsqueeze(-1).to(hidden.dtype)], -1).half()
 
 
-class BertLastBlock(nn.Module):
+class BertLastBlock(Classifier):
     """BERT-LL's trainable part: the final block, the pooler and a new classifier, reading
     `BertBelowLastBlock`'s cached states. Layers: the frozen input (``block{N-1}``), the final
     block's output (``block{N}``) and ``pooled``."""

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from subpop_runner.models.network import activation_at, check_layer, seeded
+from subpop_runner.models.network import Classifier, activation_at, check_layer, seeded
 
 SCALES = 3
 
 
-class Conv(nn.Module):
+class Conv(Classifier):
     """The paper's Conv; representation layers after each scale's pooling ("pool0".."pool2")
     and the flattened input of the dense layer ("penultimate")."""
 

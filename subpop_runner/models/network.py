@@ -1,7 +1,9 @@
-"""What every image network offers the rest of the runner, and helpers its files share.
+"""What every network offers the rest of the runner (its base classes), and helpers its files
+share.
 
-A `Network` maps images ``[n, C, H, W]`` (float32, pixels scaled ``x / 255 - 0.5``) to logits
-``[n, n_classes]`` and exposes the activations of a few named layers, flattened to ``[n, d]``:
+A `Network` maps inputs (images ``[n, C, H, W]``, float32, pixels scaled ``x / 255 - 0.5``; or
+token ids) to logits ``[n, n_classes]`` and exposes the activations of a few named layers,
+flattened to ``[n, d]``:
 ClusterMatch clusters one of them (paper Sec. 5.2 and Table 3: later layers attack better).
 A `Backbone` is a network pretrained elsewhere whose pooled features a new head is trained on
 (VGG-LL / VGG-FT, Sec. 5.1; ResNet-50 embeddings, Sec. 5.5).
@@ -14,49 +16,55 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from subpop_runner.types import Splits
 
-@runtime_checkable
-class Network(Protocol):
-    """An ``nn.Module`` with logits from `forward` and named representation layers."""
 
-    layers: tuple[str, ...]
-    """Names `representation` accepts, from the input to the last layer; always "input"."""
+class Network(nn.Module):
+    """An ``nn.Module`` with logits from `forward` and named representation layers.
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """Logits ``[n, n_classes]`` for images ``[n, C, H, W]``."""
-        ...
+    ``layers``: the names `representation` accepts, from the input to the last layer; always
+    "input" for an image network (a class attribute, or set in ``__init__`` where they depend
+    on a backbone, the class's then empty). ``check_inputs`` is the one optional ability,
+    declared here: a network that can only read some data (a BERT, its tokenizer's ids)
+    refuses others before any training.
+    """
+
+    layers: tuple[str, ...] = ()
 
     def representation(self, x: Tensor, layer: str) -> Tensor:
         """Activations ``[n, d]`` at ``layer``, flattened; ValueError for an unknown layer."""
-        ...
+        raise NotImplementedError
+
+    def check_inputs(self, splits: Splits) -> None:
+        """`ConfigError` when this network cannot read these data; any data by default."""
 
 
-@runtime_checkable
-class Classifier(Network, Protocol):
+class Classifier(Network):
     """A network a victim trains end to end: its last layer and the layer feeding it are named,
-    for what defenses and attacks inspect (`subpop_runner.training.victims`)."""
+    for what defenses and attacks inspect (`subpop_runner.training.victims`).
+
+    ``penultimate``: the layer whose activations the last layer reads; ``classifier``: the last
+    layer, logits = classifier(representation(x, penultimate))."""
 
     penultimate: str
-    """The layer whose activations the last layer reads."""
-
     classifier: nn.Linear
-    """The last layer: logits = classifier(representation(x, penultimate))."""
 
 
-@runtime_checkable
-class Backbone(Network, Protocol):
-    """A network whose globally pooled last feature map feeds a new classification head."""
+class Backbone(Network):
+    """A network pretrained elsewhere whose globally pooled last feature map feeds a new
+    classification head (its layer ``pooled``); ``n_features``: that map's width."""
 
     n_features: int
 
     def pooled_features(self, x: Tensor) -> Tensor:
-        """Pooled features ``[n, n_features]`` for images ``[n, C, H, W]``."""
-        ...
+        """Pooled features ``[n, n_features]`` for inputs ``[n, ...]``."""
+        raise NotImplementedError
 
 
 def check_layer(layer: str, layers: tuple[str, ...]) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from subpop_runner.models.inputs import resized, rgb, torchvision_scale
-from subpop_runner.models.network import activation_at, check_layer, seeded
+from subpop_runner.models.network import Backbone, activation_at, check_layer, seeded
 from subpop_runner.models.weights import load_weights
 
 IMAGENET_WEIGHTS = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -56,7 +56,7 @@ class Bottleneck(nn.Module):
         return torch.relu(out + shortcut)
 
 
-class ResNet50(nn.Module):
+class ResNet50(Backbone):
     """ResNet-50 with torchvision's module names; layers after each stage ("layer1".."layer4")
     and the globally averaged last one ("pooled", 2048-d)."""
 

@@ -24,17 +24,17 @@ from joblib import Parallel, delayed
 from sklearn.neural_network import MLPClassifier
 from tqdm.auto import tqdm
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import PENULTIMATE, Victims, kept_rows
+from subpop_runner.types import Part, PoisonSet, Splits
 
 log = logging.getLogger(__name__)
 
 LAYERS = ("input", "hidden")
 
 
-class SklearnMLP:
+class SklearnMLP(Regime):
     """A training regime (what a model config's ``_target_`` names): ``fit`` returns one
     fitted ``MLPClassifier`` per poison set. ``surrogate``: the regime ClusterMatch's
     surrogate trains with (see the module docstring)."""

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from subpop_runner.models.network import Backbone, check_layer, seeded
+from subpop_runner.models.network import Backbone, Classifier, check_layer, seeded
 
 TRAINABLE = ("head", "all")
 
 
-class Transfer(nn.Module):
+class Transfer(Backbone, Classifier):
     """``backbone`` plus a linear head; layers are the backbone's and "logits"."""
 
     penultimate = "pooled"

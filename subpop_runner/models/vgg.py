@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from torch import Tensor, nn
 
 from subpop_runner.models.inputs import check_resolution, resized, rgb, torchvision_scale
-from subpop_runner.models.network import activation_at, check_layer, seeded
+from subpop_runner.models.network import Backbone, activation_at, check_layer, seeded
 from subpop_runner.models.weights import load_weights
 
 IMAGENET_WEIGHTS = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -32,7 +32,7 @@ BLOCKS = CONFIG.count("M")
 MIN_SIZE = 2**BLOCKS
 
 
-class VGG16(nn.Module):
+class VGG16(Backbone):
     """VGG-16 with torchvision's module names; layers after each max pool ("block1".."block5")
     and the globally averaged last one ("pooled", 512-d)."""
 

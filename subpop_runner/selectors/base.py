@@ -10,57 +10,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.memo import Memo, no_memo
-
-PARTS = ("aux", "train", "test")
+from subpop_runner.types import PARTS, Part, Selection, Splits, Subpopulation
 
 Features = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Subpopulation:
-    """A filter function's footprint: which aux / train / test points it selects."""
-
-    id: int
-    description: str
-    aux: np.ndarray
-    train: np.ndarray
-    test: np.ndarray
-    clean_confidence: float = float("nan")
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {
-            "aux": int(self.aux.sum()),
-            "train": int(self.train.sum()),
-            "test": int(self.test.sum()),
-        }
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Every candidate subpopulation, with why it was or was not attacked."""
-
-    candidates: list[Subpopulation]
-    status: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def attacked(self) -> list[Subpopulation]:
-        return [s for s in self.candidates if self.status[s.id] == "attacked"]
-
-    def count(self, status: str) -> int:
-        return sum(1 for value in self.status.values() if value == status)
-
-    def on_test_rows(self, rows: np.ndarray) -> Selection:
-        """The same subpopulations with their test membership restricted to ``rows`` (a
-        defense's holdout taken out of the test part)."""
-        restricted = [replace(s, test=s.test[rows]) for s in self.candidates]
-        return Selection(restricted, self.status)
 
 
 class Selector(ABC):

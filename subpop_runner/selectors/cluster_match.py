@@ -21,17 +21,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
-from subpop_runner.selectors.base import (
-    PARTS,
-    Features,
-    Memo,
-    Selector,
-    Subpopulation,
-    describe,
-    no_memo,
-)
+from subpop_runner.selectors.base import Features, Memo, Selector, describe, no_memo
+from subpop_runner.types import PARTS, Splits, Subpopulation
 
 if TYPE_CHECKING:
     from subpop_runner.models.network import Network

@@ -8,16 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
-from subpop_runner.selectors.base import (
-    Features,
-    Memo,
-    Selector,
-    Subpopulation,
-    member_mask,
-    no_memo,
-)
+from subpop_runner.selectors.base import Features, Memo, Selector, member_mask, no_memo
+from subpop_runner.types import Splits, Subpopulation
 
 
 class FeatureMatch(Selector):

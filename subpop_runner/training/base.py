@@ -19,8 +19,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from subpop_runner.data.splits import Splits
 from subpop_runner.memo import Memo, no_memo
+from subpop_runner.types import Splits
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
 from subpop_runner.training.differentiable import Differentiable, last_two_layers
 from subpop_runner.training.frozen import FrozenFeatures
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims, kept_rows
+from subpop_runner.types import Part, PoisonSet, Splits
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Recipe:
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
-class EndToEnd:
+class EndToEnd(Regime):
     """The regime: ``network(input_shape=…, n_classes=…, seed=…)`` builds one victim's
     network (an ``nn.Module`` with ``layers`` and ``representation``); ``frozen``, when
     given, is a frozen front (with ``cached_inputs``) whose output the networks read; the rest
@@ -116,20 +116,17 @@ class EndToEnd:
     @property
     def layers(self) -> tuple[str, ...]:
         """The network's layer names (a class attribute, or read off a probe network when
-        they depend on a pretrained backbone)."""
-        known = getattr(getattr(self.network, "func", self.network), "layers", None)
-        if isinstance(known, tuple):
-            return known
-        return self.network(input_shape=(3, 32, 32), n_classes=2, seed=0).layers
+        they depend on a pretrained backbone: then the class leaves them empty)."""
+        network = self.network.func if isinstance(self.network, partial) else self.network
+        return network.layers or self.network(input_shape=(3, 32, 32), n_classes=2, seed=0).layers
 
     def check(self, splits: Splits) -> None:
-        """ConfigError if the network (or the frozen front) cannot read these data; networks
-        and fronts that check their inputs say so with ``check_inputs(splits)``."""
+        """ConfigError if the network (or the frozen front) cannot read these data
+        (`Network.check_inputs`)."""
         front = self._frozen.module if self._frozen is not None else None
         shape = tuple(splits.train.x.shape[1:])
         probe = front or self.network(input_shape=shape, n_classes=splits.n_classes, seed=0)
-        if hasattr(probe, "check_inputs"):
-            probe.check_inputs(splits)
+        probe.check_inputs(splits)
 
     def build(self, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
         """One victim's network, its own copy: a pretrained backbone shared by the factory is
@@ -463,9 +460,8 @@ class NetworkVictims(Victims):
         if what == PROBA:
             return lambda n, b: n(b).softmax(-1)
         layer = network.penultimate if what == PENULTIMATE else what
-        layers = getattr(network, "layers", ("input",))
-        if layer not in layers:
-            raise unknown_layer(layer, layers)
+        if layer not in network.layers:
+            raise unknown_layer(layer, network.layers)
         return lambda n, b: n.representation(b, layer)
 
     def _apply(self, network: nn.Module, x: np.ndarray, output: Callable) -> np.ndarray:

@@ -20,7 +20,8 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
 
 import lightning as L
 import numpy as np
@@ -29,14 +30,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.epochs import PoisonedEpochs
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
 from subpop_runner.training.differentiable import Differentiable, PooledFeatures
 from subpop_runner.training.frozen import FrozenFeatures
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import FEATURES, PENULTIMATE, Victims, kept_rows
+from subpop_runner.types import Part, PoisonSet, Splits
+
+if TYPE_CHECKING:
+    from subpop_runner.models.network import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +65,13 @@ class HeadModule(Protocol):
     def victim(self, v: int) -> nn.Module: ...
 
 
-POOLED = "pooled"
+POOLED = "pooled"  # a backbone's pooled features: the layer its heads read
 
 
-class Backbone(Protocol):
-    """A frozen network whose ``pooled_features(x)`` the heads train on; its layer named
-    ``pooled`` is those features."""
-
-    layers: tuple[str, ...]
-
-    def pooled_features(self, x: Tensor) -> Tensor: ...
-
-    def representation(self, x: Tensor, layer: str) -> Tensor: ...
-
-
-class FixedFeatures:
+class FixedFeatures(Regime):
     """The regime: ``head`` builds a batched head (``n_features``, ``n_classes``,
-    ``n_victims``, ``seed``); ``backbone`` is the frozen feature extractor, or None."""
+    ``n_victims``, ``seed``; a `HeadModule` class, or a partial of one); ``backbone`` is the
+    frozen feature extractor, or None."""
 
     fixed_features = True  # its victims offer the shared features (layer `FEATURES`)
     gradients = True  # and `Victims.differentiable`
@@ -91,6 +85,7 @@ class FixedFeatures:
         batch_size: int = 256,
     ) -> None:
         self.head, self.backbone, self.batch_size = head, backbone, batch_size
+        self._head_class = head.func if isinstance(head, partial) else head
         self._frozen = None
         if backbone is not None:
             self._frozen = FrozenFeatures(backbone, "pooled_features", batch_size)
@@ -99,15 +94,13 @@ class FixedFeatures:
     def layers(self) -> tuple[str, ...]:
         """Layer names `Victims.representation` accepts: the backbone's, then the head's."""
         backbone = self.backbone.layers if self.backbone is not None else ("input",)
-        head_layers = getattr(getattr(self.head, "func", self.head), "layers", ())
-        return (*backbone, *(name for name in head_layers if name not in backbone))
+        return (*backbone, *(name for name in self._head_class.layers if name not in backbone))
 
     @property
     def prunable(self) -> bool:
         """Whether the last layer reads learned units (a hidden layer, a backbone's features)
         rather than the raw input."""
-        head = getattr(self.head, "func", self.head)
-        return self.backbone is not None or getattr(head, "penultimate", None) is not None
+        return self.backbone is not None or self._head_class.penultimate is not None
 
     def check(self, splits: Splits) -> None:
         """ConfigError if the backbone (or, without one, the head) cannot read these data."""
@@ -116,7 +109,7 @@ class FixedFeatures:
                 "this dataset gives token ids, which a head on the input cannot read; use a "
                 "text model (model=bert_ll, bert_ft or bert_head)"
             )
-        if hasattr(self.backbone, "check_inputs"):
+        if self.backbone is not None:
             self.backbone.check_inputs(splits)
 
     def features(self, x: np.ndarray, fit: Fit) -> np.ndarray:

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.training.base import Fit, digest
+from subpop_runner.types import PoisonSet
 
 
 class FrozenFeatures:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from subpop_runner.attacks.base import PoisonSet
     from subpop_runner.training.differentiable import Differentiable
+    from subpop_runner.types import PoisonSet
 
 PENULTIMATE = "penultimate"
 PROBA = "proba"

@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 
 import subpop_runner.schema  # noqa: F401  (registers the config schemas)
 from subpop_runner import pipeline
-from subpop_runner.data.splits import Part, Splits
-from subpop_runner.selectors.base import Subpopulation
+from subpop_runner.types import Part, Splits, Subpopulation
 from tests.attacks.test_optimization import blobs
 from tests.victims import AttackerVictims
 

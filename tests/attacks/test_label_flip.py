@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from subpop_runner.attacks.label_flip import LabelFlip, flip_label, poison_count
-from subpop_runner.data.splits import Part
-from subpop_runner.selectors.base import Subpopulation
+from subpop_runner.types import Part, Subpopulation
 
 
 @pytest.fixture

@@ -12,21 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain, distances
 from subpop_runner.attacks.gradient_optimization import GradientOptimization
 from subpop_runner.attacks.influence import Influence
 from subpop_runner.attacks.label_flip import LabelFlip
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.models.conv import Conv
 from subpop_runner.models.linear_head import LinearHead
 from subpop_runner.models.mlp import MLP
 from subpop_runner.models.sklearn_mlp import SklearnMLP
-from subpop_runner.selectors.base import Subpopulation
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
+from subpop_runner.types import Part, PoisonSet, Splits, Subpopulation
 
 # Two classes left and right of x = 0, and the subpopulation S: a small class-0 cluster up
 # near the boundary.

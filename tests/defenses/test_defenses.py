@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.defenses import (
     activation_clustering,
     base,
@@ -43,6 +41,7 @@ from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
 from subpop_runner.training.victims import FEATURES, PENULTIMATE, proba_from_logits
+from subpop_runner.types import Part, PoisonSet, Splits
 from tests.victims import ContentVictims, LinearVictims
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)

@@ -2,10 +2,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.data.epochs import PoisonedEpochs
-from subpop_runner.data.splits import Part
 from subpop_runner.models.linear_head import LinearHead
+from subpop_runner.types import Part, PoisonSet
 
 
 def test_batched_heads_train_as_each_victim_would_alone_with_keras_l2():

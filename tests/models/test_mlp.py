@@ -8,9 +8,8 @@ import torch.nn.functional as F
 from sklearn.datasets import make_blobs
 from sklearn.neural_network import MLPClassifier
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part
 from subpop_runner.models.mlp import MLP, loss_and_gradients
+from subpop_runner.types import Part, PoisonSet
 
 from ..conftest import train_heads
 

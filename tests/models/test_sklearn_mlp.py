@@ -13,11 +13,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.neural_network import MLPClassifier
 
 from subpop_runner import pipeline, schema
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.models import sklearn_mlp
 from subpop_runner.models.sklearn_mlp import SklearnMLP
+from subpop_runner.types import Part, PoisonSet, Splits
 
 from ..conftest import small_adult_config
 

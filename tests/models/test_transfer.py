@@ -7,7 +7,7 @@ from subpop_runner.models.network import Backbone
 from subpop_runner.models.transfer import Transfer
 
 
-class TinyBackbone(nn.Module):
+class TinyBackbone(Backbone):
     """Conv, batch norm, dropout, global average: what the Transfer rules touch."""
 
     layers = ("input", "maps", "pooled")

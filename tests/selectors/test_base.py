@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from subpop_runner.data.splits import Part, Splits
-from subpop_runner.selectors.base import Selection, Subpopulation, describe
+from subpop_runner.selectors.base import describe
 from subpop_runner.selectors.cluster_match import ClusterMatch
 from subpop_runner.selectors.feature_match import FeatureMatch
+from subpop_runner.types import Part, Selection, Splits, Subpopulation
 
 from ..conftest import ROOT
 

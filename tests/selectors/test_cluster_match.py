@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from subpop_runner.data.splits import Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.identity import STAGE_GROUPS
 from subpop_runner.selectors.cluster_match import ClusterMatch
+from subpop_runner.types import Splits
 
 from ..conftest import blob_part
 

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.errors import ConfigError
 from subpop_runner.selectors.feature_match import FeatureMatch
+from subpop_runner.types import Part, Splits
 
 
 def part(groups: dict[str, int]) -> Part:

@@ -3,9 +3,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from subpop_runner.data.splits import Part
 from subpop_runner.selectors.base import mean_confidence, take_ranked
 from subpop_runner.selectors.cluster_match import ClusterMatch
+from subpop_runner.types import Part
 
 
 def test_mean_confidence_is_probability_of_the_true_class():

@@ -11,18 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.cache import StageCache
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.models.linear_head import LinearHead
+from subpop_runner.models.network import Backbone, Network
 from subpop_runner.training.base import Fit
 from subpop_runner.training.end_to_end import EndToEnd, TrainAndPoison, shift_and_flip
 from subpop_runner.training.fixed_features import FixedFeatures
+from subpop_runner.types import Part, PoisonSet, Splits
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=50)
 
 
-class CountingBackbone(nn.Module):
+class CountingBackbone(Backbone):
     """A frozen 'backbone' whose features are the mean of each image row; counts the images
     it was asked for."""
 
@@ -40,7 +40,7 @@ class CountingBackbone(nn.Module):
         return self.pooled_features(x)
 
 
-class TinyNet(nn.Module):
+class TinyNet(Network):
     """An end-to-end network on 1x4x4 'images': flatten, linear."""
 
     layers = ("input", "logits")
@@ -174,7 +174,7 @@ def test_augmentation_shifts_by_at_most_an_eighth_and_flips():
     assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
 
 
-class CountingFront(nn.Module):
+class CountingFront(Network):
     """A frozen front (BERT-LL's frozen blocks, in miniature): doubles the images, in half
     precision, and counts the images it was asked for."""
 

@@ -21,12 +21,11 @@ import pytest
 import torch
 from torch import nn
 
-from subpop_runner.attacks.base import PoisonSet
-from subpop_runner.data.splits import Part, Splits
 from subpop_runner.models.bert import BertClassifier, BertLastBlock
 from subpop_runner.models.conv import Conv
 from subpop_runner.models.linear_head import LinearHead
 from subpop_runner.models.mlp import MLP
+from subpop_runner.models.network import Backbone
 from subpop_runner.models.sklearn_mlp import SklearnMLP
 from subpop_runner.models.transfer import Transfer
 from subpop_runner.training.base import Fit
@@ -39,11 +38,12 @@ from subpop_runner.training.victims import (
     kept_rows,
     proba_from_logits,
 )
+from subpop_runner.types import Part, PoisonSet, Splits
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
 
 
-class MeanBackbone(nn.Module):
+class MeanBackbone(Backbone):
     """A frozen 'backbone': each image row's mean brightness as its pooled features."""
 
     layers = ("input", "pooled")
