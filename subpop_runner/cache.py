@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
+import sysconfig
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,6 +49,9 @@ PACKAGE_DIR = Path(__file__).parent
 # What np.load raises for a file that is not a complete .npz: empty (EOFError), cut short
 # (BadZipFile), other bytes (ValueError, as pickles are refused), unreadable (OSError).
 UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile)
+# Where installed packages and the standard library live (`sysconfig` path names): their code
+# is pinned by the lock and the interpreter, not hashed.
+INSTALLED_PATHS = ("purelib", "platlib", "stdlib", "platstdlib")
 
 
 def stage_key(stage: str, parts: Mapping[str, Any], *, code: Sequence[str]) -> str:
@@ -72,24 +77,48 @@ def module_closure(modules: Iterable[str], package_dir: Path = PACKAGE_DIR) -> d
     """Source file of each of ``modules`` and of each ``subpop_runner`` module they import, by
     module name, found by parsing (nothing is imported). Follows absolute and relative imports
     anywhere in a file (function-level and ``TYPE_CHECKING`` ones too), ``from package import
-    module``, and the ``__init__`` of every package on the way, which importing runs."""
+    module``, and the ``__init__`` of every package on the way, which importing runs.
+
+    A module outside the package is a user's own component (a plugin found on the Python path,
+    `user_source`): its file counts, and so do the user modules and ``subpop_runner`` modules
+    it imports; installed packages and the standard library are pinned by the lock instead."""
     found: dict[str, Path] = {}
     pending = list(modules)
     while pending:
         name = pending.pop()
         if name in found:
             continue
-        path = _source(name, package_dir)
-        if path is None:
+        ours = name == PACKAGE or name.startswith(PACKAGE + ".")
+        path = _source(name, package_dir) if ours else user_source(name)
+        if path is None and ours:
             raise ValueError(f"no module {name} in {package_dir}")
+        if path is None:
+            continue
         found[name] = path
         parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
-        pending += parents + _imports(name, path, package_dir)
+        pending += parents + _imports(name, path, package_dir, everything=not ours)
     return found
 
 
-def _imports(name: str, path: Path, package_dir: Path) -> list[str]:
-    """The ``subpop_runner`` modules that the file of module ``name`` imports."""
+def user_source(name: str) -> Path | None:
+    """The source file of module ``name`` when it is a user's own: on the Python path but
+    outside this package, the installed packages and the standard library; else None."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    path = Path(spec.origin).resolve()
+    installed = {Path(sysconfig.get_paths()[key]).resolve() for key in INSTALLED_PATHS}
+    if any(path.is_relative_to(root) for root in installed | {PACKAGE_DIR}):
+        return None
+    return path
+
+
+def _imports(name: str, path: Path, package_dir: Path, everything: bool = False) -> list[str]:
+    """The ``subpop_runner`` modules that the file of module ``name`` imports (``everything``:
+    every module it imports, for a user's file)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     names: list[str] = []
     for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
@@ -107,7 +136,7 @@ def _imports(name: str, path: Path, package_dir: Path) -> list[str]:
                 for alias in node.names
                 if _source(f"{base}.{alias.name}", package_dir) is not None
             ]
-    return [n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")]
+    return [n for n in names if everything or n == PACKAGE or n.startswith(PACKAGE + ".")]
 
 
 def _source(name: str, package_dir: Path) -> Path | None:

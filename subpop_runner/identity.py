@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from subpop_runner.cache import PACKAGE, PACKAGE_DIR, code_fingerprint
+from subpop_runner.cache import PACKAGE, PACKAGE_DIR, code_fingerprint, user_source
 from subpop_runner.data.digest import file_sha256
 from subpop_runner.schema import results_config
 
@@ -43,15 +43,12 @@ SHARED_CODE = ("subpop_runner.stages", "subpop_runner.training.base")
 
 
 def code_modules(cfg: DictConfig, groups: tuple[str, ...], *extra: str) -> tuple[str, ...]:
-    """The modules run by ``groups``: every class of ours their configs instantiate, nested
-    ``_target_``s included, plus ``extra`` and the code every stage shares; sorted. (Other
-    packages' code, such as Lightning's ``Trainer``, is pinned by the lock, not hashed.)"""
-    targets = {
-        t.rsplit(".", 1)[0]
-        for group in groups
-        for t in targets_of(cfg[group])
-        if t.startswith(f"{PACKAGE}.")
-    }
+    """The modules run by ``groups``: every class of ours or of the user's own (a plugin on the
+    Python path) their configs instantiate, nested ``_target_``s included, plus ``extra`` and
+    the code every stage shares; sorted. (Installed packages' code, such as Lightning's
+    ``Trainer``, is pinned by the lock, not hashed.)"""
+    modules = {t.rsplit(".", 1)[0] for group in groups for t in targets_of(cfg[group])}
+    targets = {m for m in modules if m.startswith(f"{PACKAGE}.") or user_source(m) is not None}
     return tuple(sorted(targets | {*SHARED_CODE, *extra}))
 
 
