@@ -110,7 +110,10 @@ def with_defense(
     """``table`` with the `DEFENSE_COLUMNS` of each attacked subpopulation; ``keep[v]`` is
     victim v's mask over its train rows then its poison rows; ``predictions``: the defended
     victims' test predictions (``defended``) and any intermediate stage's (``pruned``: columns
-    ``pruned_target_damage``, ``pruned_collateral_damage``)."""
+    ``pruned_target_damage``, ``pruned_collateral_damage``), by `Defended.measured`: none
+    without a defense, and then ``table`` as it was."""
+    if not predictions:  # no defense: nothing measured beside the undefended victims
+        return table
     defended_pred = predictions["defended"]
     by_id = {s.id: s for s in selection.candidates}
     rows = []

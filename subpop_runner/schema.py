@@ -374,6 +374,8 @@ def open_fraction(high: float = 1.0) -> Check:
 class NoDefenseSchema(Schema):
     """``defense=none``: victims train on everything (the default)."""
 
+    _target_: str = MISSING
+
 
 @dataclass
 class RoundsSchema(Schema):

@@ -77,6 +77,16 @@ class PoisonSet:
         """The points a keep mask leaves (a defense's choice), with their provenance."""
         return PoisonSet(self.subpop_id, self.x[mask], self.y[mask], self.source_index[mask])
 
+    def and_rows(self, x: np.ndarray, y: np.ndarray) -> PoisonSet:
+        """These points and ``(x, y)`` besides (rows a defense relabeled: from no aux row,
+        source -1)."""
+        return PoisonSet(
+            self.subpop_id,
+            np.concatenate([self.x, x.astype(self.x.dtype)]),
+            np.concatenate([self.y, y]),
+            np.concatenate([self.source_index, np.full(len(y), -1)]),
+        )
+
     @classmethod
     def empty(cls, input_shape: tuple[int, ...]) -> PoisonSet:
         """No poison: the clean victim's training set is the train split alone."""

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from subpop_runner import pipeline, sweep
-from subpop_runner.attacks.base import check_memory
+from subpop_runner.attacks.memory import check_memory
 from subpop_runner.errors import INTERRUPTED, ConfigError
 from subpop_runner.report import main as report_main
 from subpop_runner.tracking import ERROR, JOB_KEY, PROCESS, JobInfo, Tracker, process_token

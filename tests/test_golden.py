@@ -35,8 +35,6 @@ from threadpoolctl import threadpool_limits
 
 import subpop_runner.schema  # noqa: F401  (registers the config schemas)
 from subpop_runner import pipeline
-from subpop_runner.defenses.base import RowOrder
-from subpop_runner.metrics import subpop_table, summarize, with_defense
 from subpop_runner.report import alpha_differences, defense_table, paper_table
 from subpop_runner.types import Part, PoisonSet, Selection, Splits, Subpopulation
 from tests.victims import AttackerVictims, ContentVictims
@@ -446,10 +444,10 @@ def summary_numbers(summary: dict[str, float]) -> dict:
 
 
 def built(group: str, option: str, overrides: list[str]) -> object:
-    """A component from its conf file, as the pipeline builds it (None: no `_target_`)."""
+    """A component from its conf file, as the pipeline builds it."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"{group}={option}", *overrides])
-    return instantiate(cfg[group]) if "_target_" in cfg[group] else None
+    return instantiate(cfg[group])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,39 +502,26 @@ def defense_world() -> tuple[Splits, Selection, list[PoisonSet]]:
 
 
 def defended_run(option: str) -> dict:
-    """Steps 4-6 of `pipeline.run` with content-only victims: the defense (if any) on the
-    rows as `RowOrder` shows them, then the pipeline's own accounting."""
+    """Steps 4-6 of `pipeline.run` (`pipeline.train_victims`, `defend`, `measure`) with
+    content-only victims."""
     defense = built("defense", option, DEFENSE_SETTINGS.get(option, []))
     splits, selection, sets = defense_world()
-    train, test = splits.train, splits.test
-    rows_of = [(np.r_[train.x, p.x], np.r_[train.y, p.y]) for p in sets]
-    clean, poisoned = ContentVictims.fit([(train.x, train.y)]), ContentVictims.fit(rows_of)
-    measured = np.ones(len(test), bool)
-    if hasattr(defense, "holdout"):
-        measured[defense.holdout(len(test), SEED)] = False
-    x, y = test.x[measured], test.y[measured]
-    on_test, clean_pred = selection.on_test_rows(measured), clean.predict(x)[0]
-    table = subpop_table(on_test, sets, clean_pred, poisoned.predict(x), y)
-    removed = []
-    if defense is not None:
 
-        def retrain(keep: list[np.ndarray]) -> ContentVictims:
-            return ContentVictims.fit(
-                [(a[k], b[k]) for (a, b), k in zip(rows_of, keep, strict=True)]
-            )
+    def train(part: Part, poison_sets, description: str = "", keep=None) -> ContentVictims:
+        rows_of = [(np.r_[part.x, p.x], np.r_[part.y, p.y]) for p in poison_sets]
+        keep = keep or [np.ones(len(y), bool) for _, y in rows_of]
+        return ContentVictims.fit([(a[k], b[k]) for (a, b), k in zip(rows_of, keep, strict=True)])
 
-        order = RowOrder((train.x, train.y), [(p.x, p.y) for p in sets], SEED)
-        rows = order.view(
-            2, [len(p) for p in sets], retrain, holdout=(test.x[~measured], test.y[~measured])
-        )
-        defended = defense(rows, poisoned)
-        keep = order.in_training_order(defended.keep)
-        victims = {"defended": defended.victims} | defended.stages
-        predictions = {name: v.predict(x) for name, v in victims.items()}
-        table = with_defense(table, on_test, sets, keep, defended, clean_pred, predictions, y)
-        removed = [int((~k).sum()) for k in keep]
-    numbers = summary_numbers(summarize(table, float((clean_pred == y).mean())))
-    return numbers | ({"removed rows per victim": removed} if removed else {})
+    clean_victim = train(splits.train, [PoisonSet.empty(splits.input_shape)])
+    clean = {"pred_test": clean_victim.predict(splits.test.x)[0]}
+    trained = pipeline.train_victims(splits, sets, train)
+    held_out = defense.holdout(len(splits.test), SEED)
+    defended, keep = pipeline.defend(defense, splits, sets, trained, train, held_out, SEED)
+    _, summary = pipeline.measure(
+        splits, selection, clean, sets, trained, defended, keep, held_out
+    )
+    removed = [int((~k).sum()) for k in keep] if defended.measured else []
+    return summary_numbers(summary) | ({"removed rows per victim": removed} if removed else {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,8 +570,8 @@ def attacked(option: str) -> dict:
         "moved_l2 sum": tuple(moved["moved_l2"].sum().tolist()),
         "moved_linf max": tuple(moved["moved_linf"].max().tolist()),
     }
-    if poisons.optimized is not None:
-        trace = poisons.optimized.trace.groupby("subpop_id")
+    if len(poisons.trace):
+        trace = poisons.trace.groupby("subpop_id")
         numbers["steps traced"] = tuple(trace["step"].count().tolist())
         numbers["final objective"] = tuple(trace["objective"].last().tolist())
     return numbers

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from subpop_runner.attacks import base
-from subpop_runner.attacks.base import (
+from subpop_runner.attacks import memory
+from subpop_runner.attacks.memory import (
     Memory,
     address_space_left,
     available_memory,
@@ -106,7 +106,7 @@ def test_available_memory_is_the_tightest_limit_and_says_which(tmp_path, monkeyp
 
 def test_the_refusal_names_the_limit_that_applied(monkeypatch):
     words = "this process may still allocate under its address-space limit (ulimit -v)"
-    monkeypatch.setattr(base, "available_memory", lambda: Memory(2 * GIB, words))
+    monkeypatch.setattr(memory, "available_memory", lambda: Memory(2 * GIB, words))
     with pytest.raises(ConfigError) as refused:
         check_memory([2**20] * 3, row_bytes=1024, memory_mb=2**11)  # 3 GiB in all
     message = str(refused.value)

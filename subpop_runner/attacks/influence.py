@@ -33,6 +33,7 @@ from subpop_runner.attacks.domain import InputDomain
 from subpop_runner.attacks.optimization import Job, OptimizedAttack, flat
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.differentiable import Differentiable, two_class
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import FEATURES, Victims
 from subpop_runner.types import Part, Splits
 
@@ -65,9 +66,9 @@ class Influence(OptimizedAttack):
         self.refit_iterations, self.exact_max = refit_iterations, exact_max
         self.cg_iterations = cg_iterations
 
-    def check(self, splits: Splits, regime: object) -> None:
+    def check(self, splits: Splits, regime: Regime) -> None:
         super().check(splits, regime)
-        if not getattr(regime, "fixed_features", False):
+        if not regime.fixed_features:
             raise ConfigError(
                 "attack=influence: needs a head on fixed features, which it refits every step "
                 "(model=mlp, efficientnet_ll, vgg_ll); an end-to-end network cannot be refit "

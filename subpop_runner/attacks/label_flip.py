@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from subpop_runner.attacks.base import Attack
 from subpop_runner.types import Part, PoisonSet, Subpopulation
 
 
-class LabelFlip:
-    """``uses_model``: whether the attack needs the attacker's model (trained on D_aux);
-    ``optimizes``: whether it moves the label-flip points afterwards (`optimize`)."""
-
-    optimizes = False
+class LabelFlip(Attack):
+    """Label flipping; it reads the attacker's model only for ``label_rule=max_loss``."""
 
     def __init__(self, *, alpha: float = 1.0, label_rule: str = "least_frequent") -> None:
         self.alpha, self.label_rule = alpha, label_rule

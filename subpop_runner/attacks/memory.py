@@ -1,4 +1,4 @@
-"""What every attack returns, and the memory its poison points need."""
+"""The memory poison points need, checked against what this process may really allocate."""
 
 from __future__ import annotations
 

@@ -20,27 +20,20 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from subpop_runner.attacks.base import Optimized
 from subpop_runner.attacks.domain import InputDomain
 from subpop_runner.attacks.label_flip import LabelFlip
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.differentiable import Differentiable
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import Victims
 from subpop_runner.types import Part, PoisonSet, Splits, Subpopulation
-
-
-@dataclass
-class Optimized:
-    """The moved poison sets, and per subpopulation and step the attack's objective."""
-
-    poison_sets: list[PoisonSet]
-    trace: pd.DataFrame
 
 
 class OptimizedAttack(LabelFlip):
     """Label flipping, then ``steps`` steps of the subclass's update on every poison set."""
 
     name = ""  # the config's name, for messages
-    optimizes = True
     uses_model = True
 
     def __init__(
@@ -55,7 +48,7 @@ class OptimizedAttack(LabelFlip):
         super().__init__(alpha=alpha, label_rule=label_rule)
         self.steps, self.lr, self.epsilon = steps, lr, epsilon
 
-    def check(self, splits: Splits, regime: object) -> None:
+    def check(self, splits: Splits, regime: Regime) -> None:
         """`ConfigError` unless these data can be moved continuously and the model gives
         gradients w.r.t. its inputs."""
         if splits.vocabulary is not None:
@@ -63,7 +56,7 @@ class OptimizedAttack(LabelFlip):
                 f"attack={self.name}: text is not supported (token ids cannot move "
                 "continuously; the paper optimises images only); use attack=label_flip"
             )
-        if not getattr(regime, "gradients", False):
+        if not regime.gradients:
             raise ConfigError(
                 f"attack={self.name}: this model offers no gradients w.r.t. its inputs "
                 f"({type(regime).__name__}); use a torch model (model=mlp for scikit-learn's "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from subpop_runner.errors import ConfigError
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import PROBA, Victims, cross_entropy
 
 
@@ -45,7 +46,7 @@ class TrainingRows:
         n_classes: int,
         removal_budget: Sequence[int],
         outputs: Callable[[Victims, str], Iterator[np.ndarray]],
-        retrain: Callable[[Sequence[np.ndarray], Victims | None], Victims],
+        retrain: Callable[..., Victims],
         holdout: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.labels, self.n_classes = labels, n_classes
@@ -64,10 +65,18 @@ class TrainingRows:
         for proba, labels in zip(self.outputs(victims, PROBA), self.labels, strict=True):
             yield cross_entropy(proba, labels)
 
-    def train(self, keep: Sequence[np.ndarray], start: Victims | None = None) -> Victims:
+    def train(
+        self,
+        keep: Sequence[np.ndarray],
+        start: Victims | None = None,
+        labels: Sequence[np.ndarray] | None = None,
+    ) -> Victims:
         """Victims trained (same seed) on the rows each mask keeps: from scratch, or from
-        ``start``'s parameters (a warm start, where the model's regime offers one)."""
-        return self._retrain(keep, start)
+        ``start``'s parameters (a warm start, where the model's regime offers one).
+        ``labels``: each victim's labels as a label-sanitising defense leaves them (in this
+        order); a row whose label changed trains under its new label (its keep entry, false:
+        the row as it was is gone)."""
+        return self._retrain(keep, start, labels)
 
 
 class RowOrder:
@@ -99,17 +108,31 @@ class RowOrder:
         train: Callable[..., Victims],
         holdout: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> TrainingRows:
-        """What a defense receives; ``train(keep=masks in training order, start=…)`` trains
-        victims on kept rows."""
+        """What a defense receives. ``train(keep=masks in training order, start=…,
+        relabeled=…)`` trains victims on kept rows; ``relabeled[v]``: rows ``(x, y)`` victim v
+        trains on besides them (those a defense relabeled, under their new labels; their
+        originals are left out)."""
 
         def outputs(victims: Victims, what: str) -> Iterator[np.ndarray]:
             rows = victims.on_rows(self._shared_x, self._own_x, what)
             for output, order in zip(rows, self._orders, strict=True):
                 yield output[order]
 
-        def retrain(keep: Sequence[np.ndarray], start: Victims | None) -> Victims:
-            keep = self.in_training_order(keep)
-            return train(keep=keep) if start is None else train(keep=keep, start=start)
+        def retrain(
+            keep: Sequence[np.ndarray],
+            start: Victims | None,
+            labels: Sequence[np.ndarray] | None,
+        ) -> Victims:
+            warm = {} if start is None else {"start": start}
+            if labels is None:
+                return train(keep=self.in_training_order(keep), **warm)
+            changed = [new != old for new, old in zip(labels, self._labels, strict=True)]
+            relabeled = [
+                self.rows(v, c, new)
+                for v, (c, new) in enumerate(zip(changed, labels, strict=True))
+            ]
+            kept = [k & ~c for k, c in zip(keep, changed, strict=True)]
+            return train(keep=self.in_training_order(kept), relabeled=relabeled, **warm)
 
         return TrainingRows(
             [labels.copy() for labels in self._labels],
@@ -119,6 +142,15 @@ class RowOrder:
             retrain,
             holdout,
         )
+
+    def rows(self, v: int, mask: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Victim v's rows that ``mask`` marks (in a defense's order), with ``labels``."""
+        where = self._orders[v][mask]
+        shared = where < len(self._shared_x)
+        x = np.empty((len(where), *self._shared_x.shape[1:]), self._shared_x.dtype)
+        x[shared] = self._shared_x[where[shared]]
+        x[~shared] = self._own_x[v][where[~shared] - len(self._shared_x)]
+        return x, labels[mask]
 
     def in_training_order(self, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Masks (or scores) from a defense's order back to the training order (shared rows,
@@ -155,7 +187,8 @@ def content_keys(
 
 @dataclass
 class Defended:
-    """A defense's result, per victim in `TrainingRows` order: the rows kept, each row's
+    """A defense's result, per victim in `TrainingRows` order: the rows kept as they were (not
+    a row removed, nor one relabeled), each row's
     score (higher: more suspect), the rounds trained and the victims trained on what was kept;
     ``details`` holds what a defense reports besides (per-class cluster sizes, ...), and
     ``stages`` intermediate victims also measured (fine-pruning's pruned ones)."""
@@ -167,22 +200,45 @@ class Defended:
     details: list[dict] = field(default_factory=list)
     stages: dict[str, Victims] = field(default_factory=dict)
     seconds: float = 0.0
+    changed: bool = True  # False: ``victims`` are the undefended ones (``defense=none``)
+
+    @property
+    def measured(self) -> dict[str, Victims]:
+        """The victims measured beside the undefended ones, by the name their columns take
+        (``defended``, and ``pruned`` or ``certified``); none where nothing changed."""
+        return {"defended": self.victims, **self.stages} if self.changed else {}
 
 
 class Defense(ABC):
-    """A defense; `check` refuses, before any run, a model that cannot offer what it uses.
+    """A defense (what ``conf/defense/<name>.yaml``'s ``_target_`` builds): `defend` is its
+    algorithm; `__call__` times it and refuses a result that leaves a victim no row of a class.
 
-    ``warm_start``: whether a defense that retrains in rounds (TRIM, SEVER) starts each round's
-    retrain from the victims it replaces rather than from a fresh initialisation; the defended
-    victims, its final fit, always train from scratch on what it keeps (docs/architecture.md,
-    "Defenses").
+    Abilities (declared here with their defaults; a defense states the ones it has):
+
+    - ``warm_start``: a defense that retrains in rounds (TRIM, SEVER) starts each round's
+      retrain from the victims it replaces rather than from a fresh initialisation; the
+      defended victims, its final fit, always train from scratch on what it keeps
+      (docs/architecture.md, "Defenses");
+    - `check`: refuses, before any run, a model that cannot offer what it uses;
+    - `holdout`: the test rows the defender owns (fine-pruning's clean holdout), out of every
+      metric of the run; none by default;
+    - `logged_params`: what the run logs about the defense besides its config (TRIM: whether
+      it was told the true poison count).
     """
 
     warm_start: bool = False
 
-    def check(self, n_train: int, regime: object) -> None:
+    def holdout(self, n_test: int, seed: int) -> np.ndarray:
+        """Indices of the test rows the defender owns; none here."""
+        return np.zeros(0, np.int64)
+
+    def logged_params(self) -> dict[str, str]:
+        """Run parameters this defense adds to its config's; none here."""
+        return {}
+
+    def check(self, n_train: int, regime: Regime) -> None:
         """ConfigError when this defense cannot run on this model or training set."""
-        if self.warm_start and not getattr(regime, "warm_start", False):
+        if self.warm_start and not regime.warm_start:
             raise ConfigError(
                 "defense.warm_start: this model's victims retrain from scratch only (a warm "
                 "start needs a head on fixed features: mlp, vgg_ll, efficientnet_ll, "

@@ -31,6 +31,7 @@ from scipy.special import gammaln, logsumexp
 
 from subpop_runner.defenses.base import Defended, Defense, TrainingRows
 from subpop_runner.errors import ConfigError
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import FEATURES, PENULTIMATE, Victims
 
 
@@ -38,8 +39,8 @@ class Certified(Defense):
     def __init__(self, *, flip_probability: float = 0.4, l2: float = 1.0):
         self.q, self.l2 = flip_probability, l2
 
-    def check(self, n_train: int, regime: object) -> None:
-        if not getattr(regime, "fixed_features", False):
+    def check(self, n_train: int, regime: Regime) -> None:
+        if not regime.fixed_features:
             raise ConfigError(
                 "defense=certified: its ridge head reads fixed features, and this model trains "
                 "end to end; use a model on fixed features (model=mlp, *_ll, bert_head)"

@@ -22,6 +22,7 @@ import torch
 
 from subpop_runner.defenses.base import Defended, Defense, TrainingRows
 from subpop_runner.errors import ConfigError
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import PENULTIMATE, Victims, proba_from_logits
 
 
@@ -37,8 +38,8 @@ class FinePruning(Defense):
         self.holdout_fraction, self.max_drop = holdout_fraction, max_drop
         self.epochs, self.learning_rate = epochs, learning_rate
 
-    def check(self, n_train: int, regime: object) -> None:
-        if not getattr(regime, "prunable", True):
+    def check(self, n_train: int, regime: Regime) -> None:
+        if not regime.prunable:
             raise ConfigError(
                 "defense=fine_pruning: this model's last layer reads its input directly, so it "
                 "has no hidden units to prune; use a model with a hidden or pooled layer "

@@ -16,6 +16,7 @@ import numpy as np
 
 from subpop_runner.defenses.base import Defended, Defense, TrainingRows, keep_lowest
 from subpop_runner.errors import ConfigError
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import Victims
 
 
@@ -33,9 +34,13 @@ class Trim(Defense):
 
     @property
     def oracle_m(self) -> bool:
+        """Whether it removes each victim's true poison count (the paper's best case)."""
         return self.m is None and self.fraction is None
 
-    def check(self, n_train: int, regime: object) -> None:
+    def logged_params(self) -> dict[str, str]:
+        return {"defense.oracle_m": str(self.oracle_m).lower()}
+
+    def check(self, n_train: int, regime: Regime) -> None:
         super().check(n_train, regime)
         if self.m is not None and self.m >= n_train:
             raise ConfigError(
