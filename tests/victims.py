@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from subpop_runner.training.differentiable import Differentiable
+from subpop_runner.training.regime import Regime
 from subpop_runner.training.victims import Victims, proba_from_logits
 
 HIDDEN = np.random.default_rng(42).normal(size=(2, 6)), np.random.default_rng(43).normal(size=6)
@@ -86,3 +87,10 @@ class AttackerVictims(ContentVictims):
             head.weight.copy_(torch.from_numpy(weights))
             head.bias.copy_(torch.from_numpy(bias))
         return Differentiable(Hidden(), head)
+
+
+def declared(name: str = "Declared", **abilities: object) -> Regime:
+    """A regime that trains nothing and declares ``abilities`` (the others: `Regime`'s
+    defaults), named ``name`` in refusals: what defenses' and attacks' checks read."""
+    members = {"layers": ("input",), "fit": lambda self, *args, **kwargs: None, **abilities}
+    return type(name, (Regime,), members)()

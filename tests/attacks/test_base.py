@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from subpop_runner.attacks.base import PoisonSet, _size, check_memory
+from subpop_runner.attacks.memory import _size, check_memory
 from subpop_runner.errors import ConfigError
+from subpop_runner.types import PoisonSet
 
 
 def test_a_poison_set_keeps_what_a_mask_keeps_with_its_provenance():

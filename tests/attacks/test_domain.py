@@ -8,7 +8,7 @@ import torch
 
 from subpop_runner.attacks.domain import InputDomain, distances
 from subpop_runner.data.images import PIXEL_RANGE
-from subpop_runner.data.splits import Part, Splits
+from subpop_runner.types import Part, Splits
 
 
 def test_distances_are_each_poisons_l2_and_linf_move_from_its_start():

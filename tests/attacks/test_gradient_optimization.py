@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain
 from subpop_runner.attacks.gradient_optimization import GradientOptimization
 from subpop_runner.attacks.optimization import Job
-from subpop_runner.data.splits import Part
 from subpop_runner.errors import ConfigError
 from subpop_runner.selectors.base import Subpopulation
 from subpop_runner.training.differentiable import Differentiable
+from subpop_runner.types import Part, PoisonSet
+from tests.victims import declared
 
 # Aux rows: S_A's targets are rows 0-1, S_B's rows 2-3.
 AUX = Part(
@@ -135,11 +135,9 @@ class Splits2D:
 
 
 def test_an_attack_needing_gradients_names_the_model_that_has_none():
-    class Fitted:
-        gradients = False
-
     with pytest.raises(ConfigError, match=r"^attack=gradient_optimization: ") as error:
-        GradientOptimization().check(Splits2D(), Fitted())
+        GradientOptimization().check(Splits2D(), declared("Fitted", gradients=False))
     assert "(Fitted)" in str(error.value) and str(error.value).endswith("or attack=label_flip")
     with pytest.raises(ConfigError, match="no gradients"):
-        GradientOptimization().check(Splits2D(), object())  # one that does not say
+        GradientOptimization().check(Splits2D(), declared())  # one that declares none
+    GradientOptimization().check(Splits2D(), declared(gradients=True))

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from subpop_runner.attacks.base import PoisonSet
 from subpop_runner.attacks.domain import InputDomain
 from subpop_runner.attacks.influence import AuxFeatures, Head, Influence
 from subpop_runner.attacks.optimization import Job
-from subpop_runner.data.splits import Part
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.differentiable import Differentiable
 from subpop_runner.training.victims import FEATURES
+from subpop_runner.types import Part, PoisonSet
 
 X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 1.0], [2.0, -1.0]])
 Y = torch.tensor([1, 0, 0, 1])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from subpop_runner.attacks.label_flip import LabelFlip, flip_label, poison_count
-from subpop_runner.types import Part, Subpopulation
+from subpop_runner.types import Part, PoisonSet, Subpopulation
 
 
 @pytest.fixture
@@ -75,4 +75,11 @@ def test_max_loss_tells_certain_wrong_labels_apart_by_their_other_rows():
 
 def test_a_label_flip_attack_needs_the_attackers_model_only_for_max_loss():
     assert LabelFlip(label_rule="max_loss").uses_model
-    assert not LabelFlip().uses_model and not LabelFlip.optimizes
+    assert not LabelFlip().uses_model
+
+
+def test_label_flips_optimisation_step_leaves_its_poisons_as_they_are():
+    sets = [PoisonSet(0, np.ones((2, 3)), np.array([1, 0]), np.array([4, 7]))]
+    optimized = LabelFlip().optimize(sets, [], None, None, None)
+    assert optimized.poison_sets == sets and optimized.poison_sets[0] is sets[0]
+    assert optimized.trace.empty and list(optimized.trace) == ["subpop_id", "step", "objective"]

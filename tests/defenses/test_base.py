@@ -20,7 +20,7 @@ from subpop_runner.defenses.base import (
 )
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.victims import PENULTIMATE, PROBA
-from tests.victims import LinearVictims
+from tests.victims import LinearVictims, declared
 
 
 def test_keep_lowest_drops_the_highest_scores_and_the_later_row_of_a_tie():
@@ -169,16 +169,11 @@ def test_a_defense_that_empties_a_class_is_refused_and_one_that_does_not_is_time
     assert "loosen its threshold" in str(error.value) and isinstance(error.value, ConfigError)
 
 
-class Regime:
-    def __init__(self, **abilities: bool) -> None:
-        vars(self).update(abilities)
-
-
 def test_a_warm_start_needs_a_regime_that_declares_one():
     warm = Given([], warm_start=True)
-    warm.check(10, Regime(warm_start=True))
-    Given([]).check(10, Regime())  # no warm start asked: any regime
-    for regime in (Regime(), Regime(warm_start=False)):
+    warm.check(10, declared(warm_start=True))
+    Given([]).check(10, declared())  # no warm start asked: any regime
+    for regime in (declared(), declared(warm_start=False)):
         with pytest.raises(ConfigError, match=r"^defense\.warm_start:") as error:
             warm.check(10, regime)
         assert str(error.value).endswith("; set defense.warm_start=false")

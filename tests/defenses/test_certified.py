@@ -20,6 +20,7 @@ from subpop_runner.defenses.certified import (
 )
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.victims import FEATURES
+from tests.victims import declared
 
 
 def test_two_changed_labels_among_three_classes_make_five_regions():
@@ -136,13 +137,10 @@ def test_each_victims_predictions_are_certified_against_its_own_poison_count():
     assert defended.rounds == [0, 0]
 
 
-def test_certified_refuses_a_model_that_does_not_say_it_is_on_fixed_features():
-    class OnFixed:
-        fixed_features = True
-
-    Certified().check(10, OnFixed())
+def test_certified_refuses_a_model_that_does_not_declare_fixed_features():
+    Certified().check(10, declared(fixed_features=True))
     with pytest.raises(ConfigError, match=r"^defense=certified: ") as error:
-        Certified().check(10, object())
+        Certified().check(10, declared())
     assert str(error.value).endswith("use a model on fixed features (model=mlp, *_ll, bert_head)")
 
 

@@ -10,6 +10,7 @@ import pytest
 from subpop_runner.defenses.fine_pruning import FinePruning, fine_tune, predicted, prune
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.victims import PENULTIMATE
+from tests.victims import declared
 
 
 def four_rows():
@@ -80,13 +81,9 @@ def test_the_holdout_is_a_rounded_share_of_the_test_part_and_at_least_one_row():
 
 
 def test_fine_pruning_refuses_only_a_model_that_says_it_has_nothing_to_prune():
-    FinePruning().check(10, regime=object())  # a regime that does not say: prunable
-
-    class Flat:
-        prunable = False
-
+    FinePruning().check(10, regime=declared())  # a regime that does not say: prunable
     with pytest.raises(ConfigError, match=r"^defense=fine_pruning: ") as error:
-        FinePruning().check(10, Flat())
+        FinePruning().check(10, declared(prunable=False))
     assert str(error.value).endswith("layer (model=mlp, a backbone's *_ll, conv, *_ft)")
 
 
