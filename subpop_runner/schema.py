@@ -600,6 +600,13 @@ def field_valid(schema: type, name: str) -> str | None:
     return None
 
 
+def node_keys(error: Exception) -> list[str]:
+    """The keys a config node without a schema has (a user's own component's config): the
+    valid keys where its file is the only word on them."""
+    node = getattr(error, "parent_node", None)
+    return [str(k) for k in node if not str(k).startswith("_")] if node is not None else []
+
+
 def field_names(schema: type) -> list[str]:
     return [f.name for f in fields(schema) if not f.name.startswith("_")] if schema else []
 
@@ -660,7 +667,7 @@ def explain(error: BaseException) -> str | None:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key, schema = cause.full_key, getattr(cause, "object_type", None)
         if isinstance(cause, ConfigKeyError | ConfigAttributeError):
-            names = ", ".join(field_names(schema)) if is_dataclass(schema) else "see conf/"
+            names = ", ".join(field_names(schema) if is_dataclass(schema) else node_keys(cause))
             return f"{key}: no such key; valid keys: {names or NO_KEYS}"
         valid = field_valid(schema, key.rsplit(".", 1)[-1]) or "see conf/"
         problem = _one_line(cause.msg).split(" full_key:")[0]
