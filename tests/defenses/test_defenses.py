@@ -4,24 +4,17 @@
 from __future__ import annotations
 
 import ast
-import inspect
+import importlib.util
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from sklearn.metrics import silhouette_score
 
-from subpop_runner.defenses import (
-    activation_clustering,
-    base,
-    certified,
-    fine_pruning,
-    sever,
-    spectral_signatures,
-    trim,
-)
+from subpop_runner.defenses import base
 from subpop_runner.defenses.activation_clustering import ActivationClustering, relative_sizes
 from subpop_runner.defenses.base import DefenseError, RowOrder, TrainingRows
 from subpop_runner.defenses.certified import (
@@ -42,6 +35,7 @@ from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
 from subpop_runner.training.victims import FEATURES, PENULTIMATE, proba_from_logits
 from subpop_runner.types import Part, PoisonSet, Splits
+from tests.conftest import ROOT
 from tests.victims import ContentVictims, LinearVictims
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
@@ -231,32 +225,61 @@ def test_rows_come_in_an_order_that_hides_the_poison(defended_setup):
     assert poison_positions.max() - poison_positions.min() > 100  # spread, not a tail
 
 
-DEFENSE_MODULES = (
-    base,
-    trim,
-    sever,
-    spectral_signatures,
-    activation_clustering,
-    fine_pruning,
-    certified,
-)
+FORBIDDEN_IMPORTS = ("subpop_runner.attacks", "subpop_runner.selectors", "subpop_runner.pipeline")
+PROVENANCE_WORDS = ("source_index", "subpop_id", "PoisonSet")
 
 
-@pytest.mark.parametrize("module", DEFENSE_MODULES, ids=lambda m: m.__name__)
-def test_no_defense_can_read_the_poison(module):
-    """Defenses import nothing that knows provenance (attacks, selectors, the pipeline)."""
-    tree = ast.parse(Path(inspect.getfile(module)).read_text())
+def defense_sources(conf: Path = ROOT / "conf") -> dict[str, Path]:
+    """Every module under subpop_runner/defenses/ and every module a ``conf/defense`` file's
+    ``_target_`` names (a user's own defense included), by name, with its source file."""
+    package = Path(base.__file__).parent
+    found = {f"subpop_runner.defenses.{path.stem}": path for path in package.glob("*.py")}
+    for config in sorted((conf / "defense").glob("*.yaml")):
+        module = OmegaConf.load(config)["_target_"].rsplit(".", 1)[0]
+        found[module] = Path(importlib.util.find_spec(module).origin)
+    return found
+
+
+def provenance_reads(source: Path) -> list[str]:
+    """What in a defense's source could tell poison from clean rows: an import of code that
+    knows provenance (attacks, selectors, the pipeline) or a poison set's fields."""
+    text = source.read_text()
+    tree = ast.parse(text)
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
         alias.name
         for node in ast.walk(tree)
         if isinstance(node, ast.Import)
         for alias in node.names
     }
-    forbidden = ("subpop_runner.attacks", "subpop_runner.selectors", "subpop_runner.pipeline")
-    assert not [name for name in imported if name and name.startswith(forbidden)]
-    source = Path(inspect.getfile(module)).read_text()
-    for word in ("source_index", "subpop_id", "PoisonSet"):
-        assert word not in source
+    return sorted(name for name in imported if name and name.startswith(FORBIDDEN_IMPORTS)) + [
+        word for word in PROVENANCE_WORDS if word in text
+    ]
+
+
+@pytest.mark.parametrize("module", sorted(defense_sources()))
+def test_no_defense_can_read_the_poison(module):
+    assert provenance_reads(defense_sources()[module]) == []
+
+
+def test_the_provenance_guard_covers_a_defense_any_config_points_to(tmp_path, monkeypatch):
+    """A throw-away conf/defense file naming a module outside the package enters the guard,
+    which finds what that module reads."""
+    (tmp_path / "defense").mkdir()
+    (tmp_path / "defense" / "peek.yaml").write_text("_target_: peeking_defense.Peek\n")
+    (tmp_path / "peeking_defense.py").write_text(
+        "from subpop_runner.attacks.label_flip import LabelFlip\n"
+        "def peek(poison):\n    return poison.source_index\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = defense_sources(tmp_path)
+    assert "subpop_runner.defenses.trim" in found and "peeking_defense" in found
+    assert provenance_reads(found["peeking_defense"]) == [
+        "subpop_runner.attacks.label_flip",
+        "source_index",
+    ]
+
+
+def test_the_rows_a_defense_gets_offer_outputs_losses_and_training_only():
     public = {name for name in vars(TrainingRows) if not name.startswith("_")}
     assert public == {"outputs", "losses", "train"}
 
