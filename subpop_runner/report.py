@@ -12,6 +12,7 @@ against our prediction interval for one run.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import platform
@@ -305,14 +306,34 @@ def defenses_overview(runs: dict[str, pd.DataFrame]) -> str | None:
 
 
 ATTACK = "tags.choice.attack"
-ATTACKS = {"label_flip": "LF", "gradient_optimization": "GO", "influence": "INF"}
+CONF = Path(__file__).resolve().parent.parent / "conf"
+# The attack the others are paired against in the attacks table.
+BASELINE = "label_flip"
+
+
+def attack_labels(conf: Path = CONF) -> dict[str, str]:
+    """Each ``conf/attack`` option's label in the tables (its class's declared `label`, else
+    the option's name), label flipping first, the others by name. An option whose class
+    cannot be imported here (a user's plugin off the path) keeps its name."""
+    labels = {}
+    for config in sorted(conf.glob("attack/*.yaml"), key=lambda p: (p.stem != BASELINE, p.stem)):
+        module, _, name = str(OmegaConf.load(config).get("_target_", "")).rpartition(".")
+        try:
+            label = getattr(importlib.import_module(module), name).label
+        except (ImportError, ValueError, AttributeError):
+            label = ""
+        labels[config.stem] = label or config.stem
+    return labels
+
+
 SETTING = ("tags.choice.dataset", "tags.choice.model", "tags.choice.defense")
 
 
 def attack_variants(runs: pd.DataFrame) -> pd.Series:
     """Each run's attack as the table names it: LF, GO, INF, followed by the attack settings
     that differ between that attack's runs (α aside), e.g. ``GO (epsilon=0.0627)``."""
-    labels = runs[ATTACK].map(ATTACKS)
+    names = attack_labels()
+    labels = runs[ATTACK].map(lambda option: names.get(option, option))
     for attack, mine in runs.groupby(ATTACK):
         keys = [
             c
@@ -324,7 +345,7 @@ def attack_variants(runs: pd.DataFrame) -> pd.Series:
                 settings = ", ".join(
                     f"{c.removeprefix('params.attack.')}={short(row[c])}" for c in keys
                 )
-                labels[index] = f"{ATTACKS[attack]} ({settings})"
+                labels[index] = f"{names.get(attack, attack)} ({settings})"
     return labels
 
 
@@ -344,7 +365,9 @@ def attack_rows(runs: pd.DataFrame, k: int = 10) -> list[dict[str, str]]:
     alpha = runs[ALPHA].astype(float)
     alphas = sorted(alpha.unique())
     variant = attack_variants(runs)
-    order = {name: i for i, name in enumerate(ATTACKS.values())}
+    labels = attack_labels()
+    baseline = labels[BASELINE]
+    order = {name: i for i, name in enumerate(labels.values())}
     variants = sorted(variant.unique(), key=lambda v: (order.get(v.split(" ")[0], 9), v))
     metrics = {"target damage": f"metrics.target_damage/worst{k}"}
     defended = f"metrics.defended_target_damage/worst{k}"
@@ -372,16 +395,16 @@ def attack_rows(runs: pd.DataFrame, k: int = 10) -> list[dict[str, str]]:
                     for a, t in times.items()
                 }
             )
-    if "LF" not in variants:
+    if baseline not in variants:
         return rows
     for name in variants:
-        if name == "LF":
+        if name == baseline:
             continue
         for label, metric in metrics.items():
-            row = {"attack": f"{name} − LF", "": f"{label} (paired)"}
+            row = {"attack": f"{name} − {baseline}", "": f"{label} (paired)"}
             for a in alphas:
                 at = alpha == a
-                diffs = paired_differences(runs[at], variant[at], "LF", name, metric, [SEED])
+                diffs = paired_differences(runs[at], variant[at], baseline, name, metric, [SEED])
                 row[f"α={a:g}"] = paired_cell(diffs) if len(diffs) else "–"
             rows.append(row)
     return rows

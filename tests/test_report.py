@@ -22,6 +22,7 @@ from subpop_runner.errors import ConfigError
 from subpop_runner.intervals import prediction_interval
 from subpop_runner.report import (
     alpha_differences,
+    attack_labels,
     attack_rows,
     attack_variants,
     attacks_overview,
@@ -817,6 +818,29 @@ def test_an_attacks_label_names_only_the_settings_that_differ_between_its_runs()
         "GO (epsilon=0.06, optimizer=adam)",
         "GO (epsilon=0.5, optimizer=sgd)",
         "INF",
+    ]
+
+
+def test_attack_labels_come_from_conf_with_label_flip_first(tmp_path):
+    """Every conf/attack option is in the tables by its class's label; a new option (here a
+    throw-away one whose class declares none, and one whose module is not on the path) by its
+    name, after label flipping; nothing is listed by hand."""
+    assert attack_labels() == {
+        "label_flip": "LF",
+        "gradient_optimization": "GO",
+        "influence": "INF",
+    }
+    (tmp_path / "attack").mkdir()
+    for name, target in [
+        ("label_flip", "subpop_runner.attacks.label_flip.LabelFlip"),
+        ("a_plain", "subpop_runner.attacks.base.Attack"),
+        ("mine", "not_on_the_path.Mine"),
+    ]:
+        (tmp_path / "attack" / f"{name}.yaml").write_text(f"_target_: {target}\n")
+    assert list(attack_labels(tmp_path).items()) == [
+        ("label_flip", "LF"),
+        ("a_plain", "a_plain"),
+        ("mine", "mine"),
     ]
 
 

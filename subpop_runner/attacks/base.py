@@ -42,12 +42,15 @@ class Attack(ABC):
     - ``uses_model``: it reads the attacker's model, the victim's family trained on D_aux
       alone (the pipeline trains it only then);
     - ``epsilon``: how far (L∞, images) `optimize` may move a point; None where it moves none;
+    - ``label``: its short name in the report's tables (the paper's LF, GO, INF); empty: the
+      name of its config option;
     - `check`: refuses, before any run, data or a model family it cannot attack;
     - `optimize`: moves the label-flip points; by default leaves them as they are.
     """
 
     uses_model: bool = False
     epsilon: float | None = None
+    label: str = ""
 
     @abstractmethod
     def budget(self, subpop: Subpopulation) -> int:

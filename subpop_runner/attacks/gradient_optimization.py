@@ -45,6 +45,7 @@ from subpop_runner.training.differentiable import Differentiable
 
 class GradientOptimization(OptimizedAttack):
     name = "gradient_optimization"
+    label = "GO"
 
     def __init__(
         self,

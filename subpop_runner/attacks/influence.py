@@ -48,6 +48,7 @@ class AuxFeatures:
 
 class Influence(OptimizedAttack):
     name = "influence"
+    label = "INF"
 
     def __init__(
         self,

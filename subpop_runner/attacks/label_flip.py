@@ -23,6 +23,8 @@ from subpop_runner.types import Part, PoisonSet, Subpopulation
 class LabelFlip(Attack):
     """Label flipping; it reads the attacker's model only for ``label_rule=max_loss``."""
 
+    label = "LF"
+
     def __init__(self, *, alpha: float = 1.0, label_rule: str = "least_frequent") -> None:
         self.alpha, self.label_rule = alpha, label_rule
 
