@@ -20,14 +20,13 @@ import pandas as pd
 
 from benchmarks.page import write_page
 from subpop_runner.intervals import interval
-from subpop_runner.report import latest_per_job, markdown
+from subpop_runner.report import latest_per_job, markdown, options
 from subpop_runner.tracking import Tracker
 
 SETTINGS = {
     "adult_mlp_cluster_match": "UCI Adult, MLP",
     "fashion_mnist_efficientnet_ll_cluster_match": "Fashion-MNIST, EfficientNet-Lite0 LL",
 }
-ATTACKS = ("gradient_optimization", "influence")
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
     known = set(tracker.experiments_with_jobs())
     rows = []
     for prefix, setting in SETTINGS.items():
-        for attack in ATTACKS:
+        for attack in options("attack"):  # those with runs of this setting in the store
             name = f"{prefix}_{attack}"
             if name not in known:
                 continue

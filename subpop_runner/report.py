@@ -311,18 +311,25 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 BASELINE = "label_flip"
 
 
+def options(group: str, conf: Path = CONF) -> dict[str, Path]:
+    """A config group's options (``conf/<group>/*.yaml``) by name, sorted: what the report
+    and the bench go through instead of lists kept by hand."""
+    return {path.stem: path for path in sorted((conf / group).glob("*.yaml"))}
+
+
 def attack_labels(conf: Path = CONF) -> dict[str, str]:
     """Each ``conf/attack`` option's label in the tables (its class's declared `label`, else
     the option's name), label flipping first, the others by name. An option whose class
     cannot be imported here (a user's plugin off the path) keeps its name."""
     labels = {}
-    for config in sorted(conf.glob("attack/*.yaml"), key=lambda p: (p.stem != BASELINE, p.stem)):
-        module, _, name = str(OmegaConf.load(config).get("_target_", "")).rpartition(".")
+    found = options("attack", conf)
+    for option in sorted(found, key=lambda name: (name != BASELINE, name)):
+        module, _, name = str(OmegaConf.load(found[option]).get("_target_", "")).rpartition(".")
         try:
             label = getattr(importlib.import_module(module), name).label
         except (ImportError, ValueError, AttributeError):
             label = ""
-        labels[config.stem] = label or config.stem
+        labels[option] = label or option
     return labels
 
 
