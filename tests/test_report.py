@@ -887,6 +887,10 @@ def test_a_comparison_is_a_table_per_alpha_with_worst_k_over_fewer_marked():
 
     text = comparison("lf", "go", {"lf": runs(0.0), "go": runs(0.05)})
     assert text.startswith("## go − lf\n")
+    heading, blank, caption, blank_too = text.splitlines()[:4]
+    assert blank == blank_too == "" and text.endswith("|\n")
+    assert caption.startswith("Paired per seed and α: the difference of each seed's run in")
+    assert caption.endswith("over seeds (n pairs); * marks an interval that excludes 0.")
     (rows,) = markdown_tables(text)
     cells = {row[""]: (row["α=0.5"], row["α=1"]) for row in rows}
     assert list(cells) == [
