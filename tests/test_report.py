@@ -801,6 +801,27 @@ def test_the_attacks_table_reads_in_the_papers_order_with_gaps_where_an_attack_d
     assert cells[("INF − LF", "defended damage (paired)")][1] == "0.010 ± 0.000 (n=3) *"
 
 
+def test_attack_variants_keep_their_attacks_order_and_an_unknown_attack_comes_last():
+    """Two GO variants (their settings differ) sit where GO does, before INF; an attack no
+    conf/attack file names (a user's, off the path) comes after every known one."""
+    runs = pd.concat(
+        [
+            attack_runs("my_attack", "1", [0.3] * 3),
+            attack_runs("influence", "1", [0.2] * 3),
+            attack_runs("gradient_optimization", "1", [0.1] * 3).assign(
+                **{"params.attack.epsilon": "0.5"}
+            ),
+            attack_runs("gradient_optimization", "1", [0.1] * 3).assign(
+                **{"params.attack.epsilon": "0.06"}
+            ),
+            attack_runs("label_flip", "1", [0.1] * 3),
+        ],
+        ignore_index=True,
+    )
+    order = list(dict.fromkeys(r["attack"] for r in attack_rows(runs)))
+    assert order[:5] == ["LF", "GO (epsilon=0.06)", "GO (epsilon=0.5)", "INF", "my_attack"]
+
+
 def test_an_attacks_label_names_only_the_settings_that_differ_between_its_runs():
     nan = np.nan
     runs = pd.DataFrame(
