@@ -18,6 +18,7 @@ from subpop_runner.defenses.base import (
     keep_lowest,
     per_class,
 )
+from subpop_runner.defenses.none import NoDefense
 from subpop_runner.errors import ConfigError
 from subpop_runner.training.victims import PENULTIMATE, PROBA
 from tests.victims import LinearVictims, declared
@@ -137,6 +138,47 @@ def test_a_defense_reads_victims_outputs_and_trains_in_its_order():
     np.testing.assert_array_equal(calls[-1][0][0], order.in_training_order(masks)[0])
 
 
+def test_a_relabelled_row_trains_under_its_new_label_and_its_original_is_left_out():
+    """Victim 0 relabels one shared row and one of its own (in the defense's order), drops
+    another row and keeps the rest; victim 1 changes nothing. The trainer gets the kept rows
+    less the relabelled ones, and those two rows under their new labels (inputs as they are)."""
+    shared, own = shared_and_own()
+    calls = []
+
+    def train(keep, relabeled, **start):
+        calls.append((keep, relabeled, start))
+        return "trained"
+
+    order = RowOrder(shared, own, seed=3)
+    rows = order.view(2, removal_budget=[0, 0], train=train)
+    where = order.in_training_order([np.arange(30), np.arange(20)])
+    shared_row, own_row, dropped = (int(where[0][t]) for t in (5, 24, 8))  # training rows
+    labels = [rows.labels[0].copy(), rows.labels[1].copy()]
+    labels[0][[shared_row, own_row]] = 1 - labels[0][[shared_row, own_row]]
+    keep = [np.ones(30, bool), np.ones(20, bool)]
+    keep[0][dropped] = False
+    assert rows.train(keep, start="victims", labels=labels) == "trained"
+    ((kept, relabeled, start),) = calls
+    assert start == {"start": "victims"}
+    assert np.flatnonzero(~kept[0]).tolist() == [5, 8, 24] and kept[1].all()
+    x, y = relabeled[0]
+    by_position = {
+        shared_row: (shared[0][5], 1 - shared[1][5]),
+        own_row: (own[0][0][4], 1 - own[0][1][4]),
+    }
+    for got_x, got_y, position in zip(x, y, sorted(by_position), strict=True):
+        want_x, want_y = by_position[position]
+        np.testing.assert_array_equal(got_x, want_x)
+        assert got_y == want_y
+    assert x.dtype == shared[0].dtype and len(relabeled[1][0]) == len(relabeled[1][1]) == 0
+
+
+def test_a_defense_declares_no_holdout_and_no_extra_parameters_by_default():
+    plain = Given([])
+    assert plain.holdout(100, seed=0).shape == (0,) and plain.holdout(100, 0).dtype == np.int64
+    assert plain.logged_params() == {}
+
+
 class Given(Defense):
     """Keeps the rows it is given."""
 
@@ -189,3 +231,13 @@ def test_only_a_warm_defenses_intermediate_rounds_start_from_the_victims_they_re
     cold.retrain(rows, keep, "old", final=False)
     assert [start for _, start in rows.calls] == ["old", None, None, None]
     assert all(kept is keep for kept, _ in rows.calls)
+
+
+def test_no_defense_keeps_every_row_and_measures_the_undefended_victims_only():
+    shared, own = shared_and_own()
+    rows = RowOrder(shared, own, seed=3).view(2, removal_budget=[0, 0], train=None)
+    defended = NoDefense().defend(rows, "undefended")
+    assert [k.tolist() for k in defended.keep] == [[True] * 30, [True] * 20]
+    assert [s.tolist() for s in defended.score] == [[0.0] * 30, [0.0] * 20]
+    assert defended.rounds == [0, 0] and defended.victims == "undefended"
+    assert not defended.changed and defended.measured == {}

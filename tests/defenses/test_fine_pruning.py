@@ -78,6 +78,9 @@ def test_fine_tuning_takes_adam_steps_of_the_learning_rate_down_the_holdout_loss
 def test_the_holdout_is_a_rounded_share_of_the_test_part_and_at_least_one_row():
     assert len(FinePruning(holdout_fraction=0.35).holdout(10, seed=0)) == 4  # 3.5 rounds up
     assert len(FinePruning(holdout_fraction=0.01).holdout(10, seed=0)) == 1
+    # Pinned: the defender's rows are a seeded draw of their own (not the split's stream),
+    # sorted; a change to the draw moves every fine-pruning number.
+    assert FinePruning(holdout_fraction=0.2).holdout(20, seed=4).tolist() == [1, 5, 18, 19]
 
 
 def test_fine_pruning_refuses_only_a_model_that_says_it_has_nothing_to_prune():

@@ -84,6 +84,10 @@ def test_trim_removes_m_a_fraction_or_the_told_budget():
     assert Trim(m=4).removals(rows) == [4, 4]
     assert Trim(fraction=0.2).removals(rows) == [2, 5]
     assert Trim().removals(rows) == [3, 0]
+    # Only the told budget is the paper's oracle, and the run says so.
+    assert Trim().logged_params() == {"defense.oracle_m": "true"}
+    assert Trim(m=4).logged_params() == Trim(fraction=0.2).logged_params()
+    assert Trim(m=4).logged_params() == {"defense.oracle_m": "false"}
 
 
 def test_trim_refuses_an_m_that_leaves_nothing_to_train_on():
