@@ -240,6 +240,7 @@ def review_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("review_bert"), vocab=REVIEW_WORDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["bert_ll", "bert_ft", "bert_head"])
 def test_text_victims_run_through_the_pipeline_and_the_frozen_pass_is_cached(
     tmp_path, review_bert, model

@@ -92,12 +92,14 @@ def adult_small():
     return Adult(max_rows=3000).load(seed=0)
 
 
+@pytest.mark.slow
 def test_same_seed_same_victims(adult_small):
     sets = [poison_set(v, adult_small.aux, 40, seed=1) for v in range(3)]
     run = partial(train_heads, adult_small.train, sets, model=MLP, trainer=trainer, seed=2)
     assert np.array_equal(run().predict(adult_small.test.x), run().predict(adult_small.test.x))
 
 
+@pytest.mark.slow
 def test_chunking_by_memory_budget_trains_every_victim(adult_small):
     sets = [poison_set(v, adult_small.aux, 10, seed=1) for v in range(5)]
     probe = MLP(n_features=adult_small.n_features, n_classes=2)
