@@ -377,12 +377,15 @@ def test_a_warm_start_is_accepted_where_the_regime_offers_one():
 
 class HeadOnInput(ContentVictims):
     """A ReLU layer and a last layer on the input, as the Adult MLP: the input is its fixed
-    features (and layer ``input``), the ReLU layer its penultimate."""
+    features (and layer ``input``), the ReLU layer (``hidden``) its penultimate; no other
+    layer."""
 
     def representation(self, x: np.ndarray, layer: str) -> np.ndarray:
         if layer in (FEATURES, "input"):
             return np.repeat(np.asarray(x, np.float64)[None], len(self), axis=0)
-        return super().representation(x, layer)
+        if layer in (PENULTIMATE, "hidden"):
+            return super().representation(x, layer)
+        raise ValueError(f"no layer {layer!r}")
 
 
 @pytest.mark.parametrize("defense", [FinePruning, Certified], ids=["fine_pruning", "certified"])
@@ -406,6 +409,7 @@ def test_victims_a_defense_builds_offer_what_every_victim_offers(defense):
             np.stack([proba_from_logits(z) for z in logits]), built.predict_proba(x), atol=1e-9
         )
         assert len(built) == 2
-        np.testing.assert_array_equal(
-            built.representation(x, "input"), victims.representation(x, "input")
-        )
+        for layer in ("input", "hidden"):  # the ReLU layer by its name: the old victims'
+            np.testing.assert_array_equal(
+                built.representation(x, layer), victims.representation(x, layer)
+            )
