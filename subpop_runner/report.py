@@ -190,15 +190,16 @@ def paired_table(
     contrasts: Sequence[tuple[str, object, object]],
     metrics: Mapping[str, str],
     pair_on: Sequence[str],
-    marks: Mapping[str, str] | None = None,
+    worst_k: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """The table of a claimed difference, whatever is compared on the same seeds (α, a layer, a
     defense before and after, an attack against label flipping): a row per metric (label:
     column; absent ones left out), a column per contrast (label, baseline, other) holding the
     metric at ``axis == other`` minus at ``axis == baseline``, one difference per value of
-    ``pair_on`` (the seed and every other group column) as `paired_cell`. ``marks`` (label:
-    text) are appended to every cell of that metric's row."""
-    marks = marks or {}
+    ``pair_on`` (the seed and every other group column) as `paired_cell`. A metric that is a
+    worst-k (``worst_k``, label: k) is marked where the runs of that contrast attacked fewer
+    than k subpopulations (`fewer_than_k`)."""
+    worst_k = worst_k or {}
     rows = []
     for label, metric in metrics.items():
         if metric not in runs:
@@ -206,7 +207,9 @@ def paired_table(
         row = {"": label}
         for name, baseline, other in contrasts:
             diffs = paired_differences(runs, axis, baseline, other, metric, pair_on)
-            row[name] = paired_cell(diffs) + marks.get(label, "")
+            pair = runs[axis.isin([baseline, other])]
+            mark = fewer_than_k(pair, worst_k[label]) if label in worst_k else ""
+            row[name] = paired_cell(diffs) + mark
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -227,7 +230,7 @@ def alpha_differences(runs: pd.DataFrame) -> pd.DataFrame | None:
         contrasts,
         {str(k): f"metrics.target_damage/worst{k}" for k in WORST_K},
         [SEED, *group_columns(runs)],
-        marks={str(k): fewer_than_k(runs, k) for k in WORST_K},
+        worst_k={str(k): k for k in WORST_K},
     )
     return table.rename(columns={"": "worst"})
 
@@ -509,7 +512,7 @@ def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
         [normalise(latest_per_job(runs[name])[0]).assign(side=name) for name in (baseline, other)]
     )
     alpha = both[ALPHA].astype(float)
-    marks = {f"worst-{k} target damage": fewer_than_k(both, k) for k in WORST_K}
+    worst_k = {f"worst-{k} target damage": k for k in WORST_K}
     columns = [
         paired_table(
             both[alpha == a],
@@ -517,7 +520,7 @@ def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
             [(f"α={a:g}", baseline, other)],
             COMPARED,
             [SEED],
-            marks,
+            worst_k,
         ).set_index("")
         for a in sorted(alpha.unique())
     ]

@@ -438,29 +438,46 @@ def test_alpha_differences_pair_on_every_group_column_as_well_as_the_seed():
 
 def test_the_paired_table_takes_any_axis_and_baseline():
     """A defense, before and after, on the same seeds: the table later defenses and attacks
-    use. Seeds spread damage from 0.1 to 0.7; filtering removes 0.05 from each."""
+    use. Seeds spread damage from 0.1 to 0.7; filtering removes 0.05 from each. A third
+    setting attacked 3 subpopulations where the others attacked 10: only its contrast's
+    worst-5 cell is marked as a mean of 3."""
     runs = pd.DataFrame(
         [
-            {"params.defense": d, "params.seed": str(seed), "metrics.target_damage/worst1": v}
+            {
+                "params.defense": d,
+                "params.seed": str(seed),
+                "metrics.subpops/attacked": 3.0 if d == "few" else 10.0,
+                "metrics.target_damage/worst1": v,
+                "metrics.target_damage/worst5": v,
+            }
             for seed, base in ((0, 0.1), (1, 0.4), (2, 0.7))
-            for d, v in (("none", base), ("filter", base - 0.05))
+            for d, v in (("none", base), ("filter", base - 0.05), ("few", base))
         ]
     )
     table = paired_table(
         runs,
         runs["params.defense"],
-        [("filter − none", "none", "filter"), ("none − filter", "filter", "none")],
+        [("filter − none", "none", "filter"), ("few − none", "none", "few")],
         {"worst-1": "metrics.target_damage/worst1", "worst-5": "metrics.target_damage/worst5"},
         ["params.seed"],
-        marks={"worst-1": " [note]"},
+        worst_k={"worst-1": 1, "worst-5": 5},
     )
-    assert table.to_dict("records") == [  # worst-5 is not logged: no row
+    assert table.to_dict("records") == [
         {
             "": "worst-1",
-            "filter − none": "-0.050 ± 0.000 (n=3) * [note]",
-            "none − filter": "0.050 ± 0.000 (n=3) * [note]",
-        }
+            "filter − none": "-0.050 ± 0.000 (n=3) *",
+            "few − none": "0.000 ± 0.000 (n=3)",
+        },
+        {
+            "": "worst-5",
+            "filter − none": "-0.050 ± 0.000 (n=3) *",
+            "few − none": "0.000 ± 0.000 (n=3) [mean of 3 < k in 3 of 6 runs]",
+        },
     ]
+    logged = paired_table(
+        runs, runs["params.defense"], [("f", "none", "filter")], {"worst-10": "absent"}, []
+    )
+    assert logged.empty  # a metric not logged: no row
 
 
 def test_the_latest_run_of_a_job_is_kept_by_start_then_end():
