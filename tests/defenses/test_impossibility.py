@@ -94,6 +94,15 @@ def test_label_flips_of_the_smallest_subpopulation_flip_a_locally_dependent_lear
     assert r.collateral_at_theorem_size == 0  # the other subpopulations never notice
 
 
+def test_a_subpopulation_no_training_point_drew_is_the_smallest_and_never_flips():
+    """20 points from 10 subpopulations: one of them drew none (size 0, not left out of the
+    count, also when it is the last one: seed 7), and an attack on it of 4 × 0 points never
+    flips it: observed is -1."""
+    for seed in (0, 7):
+        r = theorem71(n=20, k=10, neighbours=3, seed=seed)
+        assert (r.smallest, r.observed) == (0, -1)
+
+
 @pytest.mark.slow
 def test_the_commands_print_the_sizes_and_draw_the_figure(tmp_path):
     out = tmp_path / "figure2.png"
