@@ -161,7 +161,8 @@ mlflow-server: install
 DEFENDED := $(foreach d,trim sever activation_clustering spectral_signatures,\
   -e adult_cluster_match_$(d) -e imdb_minilm_head_$(d) -e fashion_mnist_efficientnet_ll_$(d)) \
   -e imdb_minilm_ll_activation_clustering -e imdb_minilm_ll_spectral_signatures \
-  -e fashion_mnist_efficientnet_ll_fine_pruning -e fashion_mnist_efficientnet_ll_certified
+  -e fashion_mnist_efficientnet_ll_fine_pruning -e fashion_mnist_efficientnet_ll_certified \
+  -e adult_cluster_match_knn_sanitization
 # The defenses that retrain in rounds and can start warm: those whose config has warm_start.
 WARM_DEFENSES = $(patsubst conf/defense/%.yaml,%,$(shell grep -l '^warm_start:' conf/defense/*.yaml))
 results-defenses: install data-fashion-mnist
@@ -169,6 +170,9 @@ results-defenses: install data-fashion-mnist
 	for d in $(WARM_DEFENSES); do \
 	  $(BIN)/subpop --multirun --config-dir sweeps --config-name adult_defenses \
 	    defense=$$d defense.warm_start=true $(ARGS) || exit 1; done
+	# k-NN label sanitisation: the user's own defense of examples/plugin/, as a user runs it.
+	PYTHONPATH=examples/plugin $(BIN)/subpop --multirun --config-dir sweeps \
+	  --config-name adult_knn_sanitization $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_head_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name imdb_minilm_ll_defenses $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name fashion_mnist_efficientnet_ll_defenses $(ARGS)
