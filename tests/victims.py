@@ -10,7 +10,7 @@ import torch
 
 from subpop_runner.training.differentiable import Differentiable
 from subpop_runner.training.regime import Regime
-from subpop_runner.training.victims import Victims, proba_from_logits
+from subpop_runner.training.victims import PENULTIMATE, Victims, proba_from_logits
 
 HIDDEN = np.random.default_rng(42).normal(size=(2, 6)), np.random.default_rng(43).normal(size=6)
 
@@ -94,3 +94,22 @@ def declared(name: str = "Declared", **abilities: object) -> Regime:
     defaults), named ``name`` in refusals: what defenses' and attacks' checks read."""
     members = {"layers": ("input",), "fit": lambda self, *args, **kwargs: None, **abilities}
     return type(name, (Regime,), members)()
+
+
+class Penultimate:
+    """`TrainingRows` of two classes with given penultimate representations per victim; it
+    records what it is asked to train."""
+
+    def __init__(self, labels: list[np.ndarray], hidden: list[np.ndarray]) -> None:
+        self.labels, self.hidden, self.n_classes, self.trained = labels, hidden, 2, []
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def outputs(self, victims, what):
+        assert what == PENULTIMATE
+        return iter(self.hidden)
+
+    def train(self, keep, start=None):
+        self.trained.append(([k.copy() for k in keep], start))
+        return "retrained"

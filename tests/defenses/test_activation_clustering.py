@@ -15,7 +15,7 @@ from subpop_runner.defenses.activation_clustering import (
     relative_sizes,
     stratified_sample,
 )
-from subpop_runner.training.victims import PENULTIMATE
+from tests.victims import Penultimate
 
 
 def two_blobs(n_big: int, n_small: int, width: int, seed: int) -> np.ndarray:
@@ -95,32 +95,14 @@ def test_relative_sizes_are_shares_of_the_rows_with_every_cluster_counted():
     assert relative_sizes(np.zeros(0, int), 2).tolist() == [0.0, 0.0]
 
 
-class Activations:
-    """`TrainingRows` with given penultimate activations per victim."""
-
-    def __init__(self, labels: list[np.ndarray], hidden: list[np.ndarray]) -> None:
-        self.labels, self.hidden, self.n_classes, self.trained = labels, hidden, 2, []
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def outputs(self, victims, what):
-        assert what == PENULTIMATE
-        return iter(self.hidden)
-
-    def train(self, keep, start=None):
-        self.trained.append(([k.copy() for k in keep], start))
-        return "retrained"
-
-
-def planted() -> Activations:
+def planted() -> Penultimate:
     """Victim 0: class 0 is 40 rows and a separated cluster of 8 (its rows 40-47), class 1
     (rows 48-77) one blob; victim 1: the same class 0, and class 1 one row."""
     rng = np.random.default_rng(3)
     class_0 = two_blobs(40, 8, 3, seed=4)
     class_1 = rng.normal(0, 1, (30, 3)) + [0, 20, 0]
     labels = [np.r_[np.zeros(48, int), np.ones(30, int)], np.r_[np.zeros(48, int), 1]]
-    return Activations(labels, [np.r_[class_0, class_1], np.r_[class_0, [[9.0, 9.0, 9.0]]]])
+    return Penultimate(labels, [np.r_[class_0, class_1], np.r_[class_0, [[9.0, 9.0, 9.0]]]])
 
 
 def test_activation_clustering_removes_a_small_separated_cluster_and_reports_each_class():
@@ -153,7 +135,7 @@ def test_activation_clustering_removes_a_small_separated_cluster_and_reports_eac
 
 def test_a_cluster_is_flagged_only_strictly_below_max_size_and_above_min_silhouette():
     both = planted()
-    rows = Activations(both.labels[:1], both.hidden[:1])
+    rows = Penultimate(both.labels[:1], both.hidden[:1])
     _, silhouette = ActivationClustering().cluster(rows.hidden[0][:48], seed=0)
     for settings in ({"max_size": 8 / 48}, {"min_silhouette": silhouette}):
         defended = ActivationClustering(**settings)(rows, victims=None)
@@ -168,7 +150,7 @@ def test_each_victim_clusters_with_its_own_seed():
     blob = two_blobs(50, 10, 3, seed=5)
     labels = [np.zeros(60, int)] * 3
     ac = ActivationClustering(silhouette_sample=10, max_size=0.0)
-    defended = ac(Activations(labels, [blob] * 3), victims=None)
+    defended = ac(Penultimate(labels, [blob] * 3), victims=None)
     silhouettes = [details[0]["silhouette"] for details in defended.details]
     assert silhouettes == [round(ac.cluster(blob, seed=v)[1], 4) for v in range(3)]
     assert len(set(silhouettes)) > 1

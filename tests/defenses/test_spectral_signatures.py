@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from subpop_runner.defenses.spectral_signatures import SpectralSignatures, spectral_scores
-from subpop_runner.training.victims import PENULTIMATE
+from tests.victims import Penultimate
 
 LINE = np.array([[3.0, 0.0], [1.0, 0.0], [5.0, 0.0], [-1.0, 0.0]])  # mean (2, 0)
 
@@ -23,24 +23,6 @@ def test_spectral_scores_of_one_row_or_of_identical_rows_are_zero():
     assert spectral_scores(np.zeros((3, 2)), centered=False).tolist() == [0.0, 0.0, 0.0]
 
 
-class Representations:
-    """`TrainingRows` with given penultimate representations per victim."""
-
-    def __init__(self, labels, hidden) -> None:
-        self.labels, self.hidden, self.n_classes, self.trained = labels, hidden, 2, []
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def outputs(self, victims, what):
-        assert what == PENULTIMATE
-        return iter(self.hidden)
-
-    def train(self, keep, start=None):
-        self.trained.append(([k.copy() for k in keep], start))
-        return "retrained"
-
-
 def test_spectral_signatures_remove_the_top_share_of_each_class():
     """Class 0: 20 rows along a line, scored by distance from their mean; 1.5·ε·20 = 3 go
     (rows 17-19). Class 1: 7 rows, 1.5·ε·7 = 1.05: one goes (row 25, far from the rest)."""
@@ -48,7 +30,7 @@ def test_spectral_signatures_remove_the_top_share_of_each_class():
     class_0 = np.c_[100 + offsets - offsets.mean(), np.full(20, 100.0)]
     class_1 = np.c_[np.full(7, -4.0), [0.0, 1, -1, 2, -2, 30, 3]]
     labels = np.r_[np.zeros(20, int), np.ones(7, int)]
-    rows = Representations([labels], [np.r_[class_0, class_1]])
+    rows = Penultimate([labels], [np.r_[class_0, class_1]])
     defended = SpectralSignatures(epsilon=0.1)(rows, victims="undefended")
     assert np.flatnonzero(~defended.keep[0]).tolist() == [17, 18, 19, 25]
     expected = np.r_[np.abs(offsets - offsets.mean()), np.abs(class_1[:, 1] - 33 / 7)]
