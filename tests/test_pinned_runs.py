@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from subpop_runner import pipeline
-from tests.conftest import ROOT, write_adult_files
+from tests.conftest import write_adult_files
+from tests.test_pipeline import tiny
 
 pytestmark = pytest.mark.slow
 
@@ -33,23 +33,7 @@ PINNED = Path(__file__).with_name("pinned_runs.json")
 
 def summary(tmp_path: Path, overrides: list[str]) -> dict[str, float]:
     data = write_adult_files(tmp_path / "adult")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"tracking.dir={tmp_path / 'mlruns'}",
-                f"cache.dir={tmp_path / 'stages'}",
-                "experiment=smoke_adult",
-                f"dataset.data_dir={data}",
-                "dataset.verify=false",
-                "dataset.max_rows=null",
-                "trainer.max_epochs=3",
-                "model.head.batch_size=16",
-                "model.head.learning_rate=0.05",
-                "selector.k=4",
-                *overrides,
-            ],
-        )
+    cfg = tiny(tmp_path, data, f"cache.dir={tmp_path / 'stages'}", *overrides)
     numbers = pipeline.run(cfg).summary
     return {k: v for k, v in sorted(numbers.items()) if not k.endswith("_seconds")}
 
