@@ -35,6 +35,7 @@ def tracker(tmp_path: Path) -> Tracker:
     return Tracker(dir=str(tmp_path / "mlruns"))
 
 
+@pytest.mark.slow
 def test_bad_input_seen_once_data_are_loaded_leaves_a_sweep_job_failed_run(tmp_path, tracker):
     """k larger than the aux set: the sweep keeps a FAILED run saying why (its other jobs
     run on); a single run would get no run at all."""

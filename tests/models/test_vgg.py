@@ -95,6 +95,7 @@ def test_too_small_resolution_is_rejected():
         VGG16(resolution=28)
 
 
+@pytest.mark.slow
 def test_a_backbone_without_its_top_keeps_its_pooled_features():
     full = VGG16(seed=3).eval()
     backbone = VGG16(seed=3, top=False).eval()
