@@ -10,7 +10,7 @@ import torch
 
 from subpop_runner.training.differentiable import Differentiable
 from subpop_runner.training.regime import Regime
-from subpop_runner.training.victims import PENULTIMATE, Victims, proba_from_logits
+from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims, proba_from_logits
 
 HIDDEN = np.random.default_rng(42).normal(size=(2, 6)), np.random.default_rng(43).normal(size=6)
 
@@ -113,3 +113,65 @@ class Penultimate:
     def train(self, keep, start=None):
         self.trained.append(([k.copy() for k in keep], start))
         return "retrained"
+
+
+def check_interface(
+    victims: Victims,
+    shared: np.ndarray,
+    own: list[np.ndarray],
+    y: np.ndarray,
+    gradients: bool,
+    layers: tuple[str, ...] = (),
+) -> None:
+    """What every `Victims` offers defenses and attacks (scikit-learn's ``check_estimator`` is
+    the model), on ``shared`` rows with labels ``y`` and each victim's ``own`` rows:
+    probabilities, logits = last layer on ``penultimate``, per-row cross-entropy, ``on_rows``,
+    every named layer per victim, and ``differentiable`` wherever the family declares
+    ``gradients``."""
+    n = len(victims)
+    assert n == len(own) and isinstance(victims, Victims)
+    proba = victims.predict_proba(shared)
+    assert proba.shape[:2] == (n, len(shared)) and proba.shape[2] >= 2
+    np.testing.assert_allclose(proba.sum(-1), 1, atol=1e-5)
+    np.testing.assert_array_equal(victims.predict(shared).shape, (n, len(shared)))
+    hidden = victims.representation(shared, PENULTIMATE)
+    recomputed = np.stack(
+        [
+            proba_from_logits(h @ w.T + b)
+            for h, (w, b) in zip(hidden, victims.last_layer(), strict=True)
+        ]
+    )
+    np.testing.assert_allclose(recomputed, proba, atol=1e-4)
+    picked = np.take_along_axis(proba, np.broadcast_to(y[None, :, None], (n, len(y), 1)), -1)
+    np.testing.assert_allclose(
+        victims.loss(shared, y), -np.log(picked[..., 0]), rtol=1e-4, atol=1e-6
+    )
+    for layer in layers:
+        out = victims.representation(shared, layer)
+        assert out.shape[:2] == (n, len(shared)) and out.ndim == 3, layer
+    for what in (PROBA, PENULTIMATE):
+        outputs = list(victims.on_rows(shared, own, what))
+        assert [len(o) for o in outputs] == [len(shared) + len(o) for o in own]
+        for v, rows in enumerate(own):
+            everything = np.concatenate([shared, rows])
+            alone = (
+                victims.predict_proba(everything)
+                if what == PROBA
+                else victims.representation(everything, what)
+            )
+            np.testing.assert_allclose(outputs[v], alone[v], atol=1e-5)
+    if gradients:  # (a family may offer more than it declares: BERT-LL's cached-state block)
+        for v in range(n):
+            model = victims.differentiable(v)
+            x = torch.from_numpy(shared)
+            pixels = x.is_floating_point()  # token ids have no input gradient
+            logits = model.logits(x.requires_grad_(True) if pixels else x)
+            np.testing.assert_allclose(logits.softmax(-1).detach().numpy(), proba[v], atol=1e-5)
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))
+            # A pretrained backbone may carry parameters its features never use (an ImageNet
+            # classifier): those have no gradient.
+            by_input, *by_parameter = torch.autograd.grad(
+                loss, [x if pixels else logits, *model.parameters], allow_unused=True
+            )
+            assert by_input.abs().sum() > 0
+            assert any(g is not None and g.abs().sum() > 0 for g in by_parameter)

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
+from subpop_runner.models.inputs import check_images
 from subpop_runner.models.network import Classifier, activation_at, check_layer, seeded
+from subpop_runner.types import Splits
 
 SCALES = 3
 
@@ -39,6 +41,8 @@ class Conv(Classifier):
     ) -> None:
         """``input_shape``: one image's ``(C, H, W)``, square."""
         super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv reads images (C, H, W), got rows of shape {input_shape}")
         in_channels, image_size = input_shape[0], input_shape[-1]
         if in_channels < 1 or n_classes < 2 or width < 1:
             raise ValueError(
@@ -59,6 +63,10 @@ class Conv(Classifier):
     @property
     def classifier(self) -> nn.Linear:
         return self.dense
+
+    def check_inputs(self, splits: Splits) -> None:
+        """Images of any channel count, at least 2^3 pixels a side (three poolings)."""
+        check_images(splits, "Conv", minimum=2**SCALES, channels=None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dense(self.representation(x, "penultimate"))

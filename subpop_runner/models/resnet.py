@@ -18,9 +18,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from subpop_runner.models.inputs import resized, rgb, torchvision_scale
+from subpop_runner.models.inputs import check_images, resized, rgb, torchvision_scale
 from subpop_runner.models.network import Backbone, activation_at, check_layer, seeded
 from subpop_runner.models.weights import load_weights
+from subpop_runner.types import Splits
 
 IMAGENET_WEIGHTS = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 
@@ -107,6 +108,10 @@ class ResNet50(Backbone):
 
     def pooled_features(self, x: Tensor) -> Tensor:
         return self.representation(x, "pooled")
+
+    def check_inputs(self, splits: Splits) -> None:
+        """Grey or colour images of any size (it pools globally)."""
+        check_images(splits, "ResNet50", resolution=self.resolution)
 
     def representation(self, x: Tensor, layer: str) -> Tensor:
         check_layer(layer, self.layers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from subpop_runner.models.network import Backbone, Classifier, check_layer, seeded
+from subpop_runner.types import Splits
 
 TRAINABLE = ("head", "all")
 
@@ -57,6 +58,10 @@ class Transfer(Backbone, Classifier):
     @property
     def classifier(self) -> nn.Linear:
         return self.head
+
+    def check_inputs(self, splits: Splits) -> None:
+        """The backbone's."""
+        self.backbone.check_inputs(splits)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.pooled_features(x))

@@ -20,9 +20,16 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from subpop_runner.models.inputs import check_resolution, resized, rgb, torchvision_scale
+from subpop_runner.models.inputs import (
+    check_images,
+    check_resolution,
+    resized,
+    rgb,
+    torchvision_scale,
+)
 from subpop_runner.models.network import Backbone, activation_at, check_layer, seeded
 from subpop_runner.models.weights import load_weights
+from subpop_runner.types import Splits
 
 IMAGENET_WEIGHTS = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
@@ -84,6 +91,10 @@ class VGG16(Backbone):
 
     def pooled_features(self, x: Tensor) -> Tensor:
         return self.representation(x, "pooled")
+
+    def check_inputs(self, splits: Splits) -> None:
+        """Grey or colour images, at least 32×32 once resized (five poolings)."""
+        check_images(splits, "VGG16", MIN_SIZE, self.resolution)
 
     def representation(self, x: Tensor, layer: str) -> Tensor:
         check_layer(layer, self.layers)

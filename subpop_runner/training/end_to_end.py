@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
+from subpop_runner.errors import ConfigError
 from subpop_runner.training.base import Fit, describe_device, span, unknown_layer
 from subpop_runner.training.differentiable import Differentiable, last_two_layers
 from subpop_runner.training.frozen import FrozenFeatures
@@ -125,7 +126,10 @@ class EndToEnd(Regime):
         (`Network.check_inputs`)."""
         front = self._frozen.module if self._frozen is not None else None
         shape = tuple(splits.train.x.shape[1:])
-        probe = front or self.network(input_shape=shape, n_classes=splits.n_classes, seed=0)
+        try:
+            probe = front or self.network(input_shape=shape, n_classes=splits.n_classes, seed=0)
+        except ValueError as error:  # a network that cannot even be built for this shape
+            raise ConfigError(f"model.network cannot read these data: {error}") from None
         probe.check_inputs(splits)
 
     def build(self, input_shape: tuple[int, ...], n_classes: int, seed: int) -> nn.Module:
@@ -441,7 +445,8 @@ class NetworkVictims(Victims):
         """One network at a time: a grid's representations of every row would not fit."""
         shared = shared if self.inputs is None else self.inputs(shared)
         for network, rows in zip(self.networks, own, strict=True):
-            rows = rows if self.inputs is None else self.inputs(rows)
+            if len(rows) and self.inputs is not None:  # an empty set has no front output
+                rows = self.inputs(rows)
             x = np.concatenate([shared, rows.astype(shared.dtype)]) if len(rows) else shared
             yield self._apply(network, x, self._output(network, what))
 

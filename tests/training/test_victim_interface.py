@@ -33,12 +33,12 @@ from subpop_runner.training.end_to_end import EndToEnd
 from subpop_runner.training.fixed_features import FixedFeatures
 from subpop_runner.training.victims import (
     PENULTIMATE,
-    PROBA,
     Victims,
     kept_rows,
     proba_from_logits,
 )
 from subpop_runner.types import Part, PoisonSet, Splits
+from tests.victims import check_interface
 
 trainer = partial(L.Trainer, accelerator="cpu", devices=1, max_epochs=30)
 
@@ -142,7 +142,6 @@ def test_every_family_offers_the_victim_interface(family, splits):
     poison = flip_brightest(splits, 1)
     sets = [PoisonSet.empty((1, 8, 8)), poison]
     victims = train(family, splits, sets)
-    n_test = len(splits.test)
     assert isinstance(victims, Victims) and len(victims) == 2
 
     # Keeping every row trains exactly the victims of no mask (same seed, same numbers).
@@ -152,43 +151,9 @@ def test_every_family_offers_the_victim_interface(family, splits):
         kept_all.predict_proba(splits.test.x), victims.predict_proba(splits.test.x)
     )
 
-    proba = victims.predict_proba(splits.test.x)
-    assert proba.shape == (2, n_test, 2)
-    np.testing.assert_allclose(proba.sum(-1), 1, atol=1e-5)
-    # penultimate + last layer = the victims' own probabilities
-    np.testing.assert_allclose(logits_from_last_layer(victims, splits.test.x), proba, atol=1e-4)
-    np.testing.assert_allclose(
-        victims.loss(splits.test.x, splits.test.y),
-        -np.log(np.take_along_axis(proba, splits.test.y[None, :, None], -1)[..., 0]),
-        rtol=1e-4,
-        atol=1e-6,
-    )
-    # A family that gives gradients is, per victim, a torch function of its inputs with the
-    # same probabilities; one that does not says so (attacks refuse it at validation).
     regime, _ = FAMILIES[family]()
-    if getattr(regime, "gradients", False):
-        for v in range(len(victims)):
-            model = victims.differentiable(v)
-            x = torch.from_numpy(splits.test.x).requires_grad_(True)
-            logits = model.logits(x)
-            np.testing.assert_allclose(logits.softmax(-1).detach().numpy(), proba[v], atol=1e-5)
-            loss = nn.functional.cross_entropy(logits, torch.from_numpy(splits.test.y))
-            by_input, *by_parameter = torch.autograd.grad(loss, [x, *model.parameters])
-            assert by_input.abs().sum() > 0 and all(g.abs().sum() > 0 for g in by_parameter)
-    else:
-        with pytest.raises(NotImplementedError, match="no gradients"):
-            victims.differentiable(0)
-
-    # on_rows: victim v's output on the shared rows followed by its own
     own = [p.x for p in sets]
-    for what in (PROBA, PENULTIMATE):
-        outputs = list(victims.on_rows(splits.train.x, own, what))
-        assert [len(o) for o in outputs] == [len(splits.train) + len(p) for p in sets]
-        rows = np.concatenate([splits.train.x, poison.x])
-        single = (
-            victims.predict_proba(rows) if what == PROBA else victims.representation(rows, what)
-        )
-        np.testing.assert_allclose(outputs[1], single[1], atol=1e-5)
+    check_interface(victims, splits.test.x, own, splits.test.y, regime.gradients, regime.layers)
 
     # The poisoned victim learned its poison; with its poison rows masked out, it does not.
     bright = splits.test.x.mean((1, 2, 3)) > 0.6
