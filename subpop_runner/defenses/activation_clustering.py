@@ -32,6 +32,8 @@ from subpop_runner.training.victims import PENULTIMATE, Victims
 
 
 class ActivationClustering(Defense):
+    removes_rows = True
+
     def __init__(
         self,
         *,

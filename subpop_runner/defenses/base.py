@@ -215,6 +215,9 @@ class Defense(ABC):
 
     Abilities (declared here with their defaults; a defense states the ones it has):
 
+    - ``removes_rows``: it sanitises the training set (its keep masks drop rows: TRIM, SEVER,
+      activation clustering, spectral signatures) rather than repairing or replacing the
+      model on every row (fine-pruning, the certified ridge, none);
     - ``warm_start``: a defense that retrains in rounds (TRIM, SEVER) starts each round's
       retrain from the victims it replaces rather than from a fresh initialisation; the
       defended victims, its final fit, always train from scratch on what it keeps
@@ -226,6 +229,7 @@ class Defense(ABC):
       it was told the true poison count).
     """
 
+    removes_rows: bool = False
     warm_start: bool = False
 
     def holdout(self, n_test: int, seed: int) -> np.ndarray:

@@ -25,6 +25,8 @@ from subpop_runner.training.victims import PENULTIMATE, PROBA, Victims
 
 
 class Sever(Defense):
+    removes_rows = True
+
     def __init__(
         self,
         *,

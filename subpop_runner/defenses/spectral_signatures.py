@@ -22,6 +22,8 @@ from subpop_runner.training.victims import PENULTIMATE, Victims
 
 
 class SpectralSignatures(Defense):
+    removes_rows = True
+
     def __init__(self, *, epsilon: float = 0.1, centered: bool = True):
         self.epsilon, self.centered = epsilon, centered
 

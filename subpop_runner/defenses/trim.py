@@ -21,6 +21,8 @@ from subpop_runner.training.victims import Victims
 
 
 class Trim(Defense):
+    removes_rows = True
+
     def __init__(
         self,
         *,

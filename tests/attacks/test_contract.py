@@ -8,6 +8,7 @@ for other rows: the poisons must be the same.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ from omegaconf import OmegaConf
 
 import subpop_runner.schema  # noqa: F401  (registers the config schemas)
 from subpop_runner import pipeline
+from subpop_runner.attacks.domain import InputDomain
+from subpop_runner.errors import ConfigError
 from subpop_runner.types import Part, Splits, Subpopulation
 from tests.attacks.test_optimization import blobs
-from tests.victims import AttackerVictims
+from tests.victims import AttackerVictims, declared
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml"))
@@ -73,6 +76,10 @@ def test_the_poisons_do_not_depend_on_the_training_or_test_rows(option, rule):
     first = poisons(attack, splits, subpop)
     other = poisons(an_attack(option, rule), *world(7, inverted=True))
     assert len(first) == int(attack.alpha * subpop.aux.sum()) > 0
+    domain = InputDomain.of(splits, attack.epsilon)  # the aux set's box, per column
+    assert (first.x >= domain.low.numpy()).all() and (first.x <= domain.high.numpy()).all()
+    again = poisons(an_attack(option, rule), splits, subpop)  # same seed, same poisons
+    np.testing.assert_array_equal(first.x, again.x)
     np.testing.assert_array_equal(first.source_index, other.source_index)
     np.testing.assert_array_equal(first.y, other.y)
     np.testing.assert_array_equal(first.x, other.x)
@@ -84,3 +91,20 @@ def test_an_attacks_defaults_are_its_config(option):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         configured = instantiate(compose("config", overrides=[f"attack={option}"]).attack)
     assert vars(type(configured)()) == vars(configured)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_an_attack_takes_a_capable_family_and_refuses_others_with_a_config_error(option):
+    """Before any run: a table and a family with every ability pass; token ids or a family
+    without gradients or fixed features either pass or give one ConfigError naming the
+    attack, never another exception."""
+    attack = an_attack(option, "least_frequent")
+    tables, _ = world(0)
+    capable = declared("Capable", gradients=True, fixed_features=True, warm_start=True)
+    attack.check(tables, capable)
+    text = replace(tables, vocabulary="a tokenizer's digest")
+    for splits, regime in [(text, capable), (tables, declared("Bare")), (text, declared())]:
+        try:
+            attack.check(splits, regime)
+        except ConfigError as error:
+            assert f"attack={option}" in str(error)

@@ -151,3 +151,16 @@ def test_inf_needs_a_head_on_fixed_features():
     with pytest.raises(ConfigError, match=r"^attack=influence: needs a head on fixed") as e:
         Influence().check(Table(), EndToEnd())
     assert str(e.value).endswith("use attack=gradient_optimization")
+
+
+def test_the_settings_every_optimised_attack_shares_reach_influence():
+    """alpha, the label rule, the step size and the domain's epsilon are the base's settings:
+    set on influence, they are the ones it runs with."""
+    attack = Influence(alpha=0.5, label_rule="max_loss", lr=0.7, epsilon=0.01, steps=3)
+    assert (attack.alpha, attack.label_rule, attack.lr, attack.epsilon, attack.steps) == (
+        0.5,
+        "max_loss",
+        0.7,
+        0.01,
+        3,
+    )

@@ -125,15 +125,26 @@ def test_a_defense_decides_the_same_whichever_rows_were_called_poison(option):
         )
 
 
-@pytest.mark.parametrize(
-    "option", ["trim", "sever", "activation_clustering", "spectral_signatures"]
-)
-def test_the_contract_case_has_poison_to_find(option):
-    """The case above means something: each removing defense removes planted rows there."""
+@pytest.mark.parametrize("option", OPTIONS)
+def test_a_defense_finds_planted_rows_spares_a_clean_victim_and_repeats_itself(option):
+    """The case above means something: a defense that removes rows (as it declares) removes
+    planted rows from the poisoned victim, at least 5 of its 16, and keeps 80% of the clean
+    victim's; one that does not keeps every row. One keep mask per victim, over its rows, and
+    the same input gives the same decisions."""
     shared, own = planted_rows()
-    defended, order, _, _ = defend(a_defense(option), shared, own, [len(y) for _, y in own])
-    keep = order.in_training_order(defended.keep)[0]
-    assert (~keep[len(shared[1]) :]).sum() >= 5  # of victim 0's 16 planted rows
+    budget = [len(y) for _, y in own]
+    defense = a_defense(option)
+    defended, order, _, rows_of = defend(defense, shared, own, budget)
+    keep = order.in_training_order(defended.keep)
+    assert [len(k) for k in keep] == [len(y) for _, y in rows_of]
+    if defense.removes_rows:
+        assert (~keep[0][len(shared[1]) :]).sum() >= 5
+        assert keep[1].mean() >= 0.8
+    else:
+        assert all(k.all() for k in keep)
+    again, order_again, _, _ = defend(a_defense(option), shared, own, budget)
+    for mine, theirs in zip(keep, order_again.in_training_order(again.keep), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 def test_what_a_defense_receives_holds_no_provenance():
