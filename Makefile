@@ -65,9 +65,10 @@ run: install
 # The fast tier (the README's command): every behaviour of the runner, in minutes. Tests that
 # take more than 5 s are marked `slow` and run in test-all. Exit code 5 (no tests collected)
 # fails like any other: pytest returns it, make stops.
-# The image tests run on the real Fashion-MNIST, so tests install it first.
+# The image tests run on the real Fashion-MNIST, so tests install it first. One pytest-xdist
+# worker per core (tests/conftest.py gives each worker its share of torch's threads).
 test: install data-fashion-mnist
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n auto
 
 # What CI runs: every test, then every offline preset at its smoke size.
 test-all: install data-fashion-mnist

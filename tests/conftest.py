@@ -190,3 +190,16 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_sep("=", f"over {SLOW_SECONDS:g} s and not marked slow")
         for nodeid, seconds in sorted(_unmarked_slow, key=lambda item: -item[1]):
             terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs one worker per core), each worker takes its share
+    of the cores for torch's intra-op threads: two workers with two threads each on two cores
+    spend their time waiting for each other."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
