@@ -283,8 +283,9 @@ def defenses_overview(runs: dict[str, pd.DataFrame]) -> str | None:
         found = normalise(latest_per_job(found)[0])
         if DEFENDED not in found:
             continue
-        defense = found.get("tags.choice.defense", pd.Series(["?"])).iloc[0]
-        for a, g in found.groupby(found[ALPHA].astype(float)):
+        found = found[found[DEFENDED].notna()]  # a sweep over defenses logs none beside them
+        defenses = found.get("tags.choice.defense", pd.Series("?", index=found.index))
+        for (defense, a), g in found.groupby([defenses.fillna("?"), found[ALPHA].astype(float)]):
             rows.append({"experiment": name, "defense": defense, "α": f"{a:g}"} | defense_cells(g))
     if not rows:
         return None

@@ -35,7 +35,14 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from subpop_runner.errors import INTERRUPTED, ConfigError, other_writers
 from subpop_runner.identity import job_key
 from subpop_runner.schema import explain, resolve_paths, validate
-from subpop_runner.tracking import AXES_ENV, PARENT_ENV, RESUME_ENV, experiment_name
+from subpop_runner.tracking import (
+    AXES_ENV,
+    EXPERIMENT_ENV,
+    PARENT_ENV,
+    RESUME_ENV,
+    experiment_name,
+    sweep_experiment,
+)
 
 log = logging.getLogger(__name__)
 # Set by the CLI once Hydra could not compose a multirun's shared config: the key overrides it
@@ -69,8 +76,9 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
     sweep_dir = Path(hydra_cfg.sweep.dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
+    experiment = sweep_experiment([experiment_name(c) for c in configs])
     parent = tracker.start_sweep(
-        experiment_name(configs[0]),
+        experiment,
         sweep_name(hydra_cfg.job.config_name, parsed),
         sweep_dir=str(sweep_dir),
         jobs=len(todo),
@@ -79,6 +87,7 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
         hydra_cfg.overrides.hydra.extend(
             [
                 f"+hydra.job.env_set.{PARENT_ENV}={parent}",
+                f"+hydra.job.env_set.{EXPERIMENT_ENV}={experiment}",
                 f"+hydra.job.env_set.{AXES_ENV}='{','.join(axes)}'",
                 f"+hydra.job.env_set.{RESUME_ENV}='{str(sweeper.resume).lower()}'",
             ]

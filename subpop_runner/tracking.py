@@ -33,13 +33,17 @@ ROLE, SWEEP_DIR, JOB_KEY = "subpop.role", "subpop.sweep_dir", "subpop.job_key"
 HOST, PROCESS, ERROR = "subpop.host", "subpop.process", "subpop.error"
 # The groups that say what an experiment is; trainer, tracking and size say how it ran.
 NAMING_GROUPS = ("dataset", "model", "selector", "attack")
-# How a sweep job learns its parent run, axes and whether to skip work done elsewhere: the
-# sweeper has Hydra set these around it.
-PARENT_ENV, AXES_ENV, RESUME_ENV = (
+# How a sweep job learns its parent run and experiment, axes and whether to skip work done
+# elsewhere: the sweeper has Hydra set these around it.
+PARENT_ENV, EXPERIMENT_ENV, AXES_ENV, RESUME_ENV = (
     "SUBPOP_SWEEP_RUN_ID",
+    "SUBPOP_SWEEP_EXPERIMENT",
     "SUBPOP_SWEEP_AXES",
     "SUBPOP_SWEEP_RESUME",
 )
+# Experiments open in MLflow 3's UI on its runs table (a table of runs to compare), not on its
+# GenAI view (traces), which it picks for an experiment without this tag.
+EXPERIMENT_KIND, RUNS_TABLE = "mlflow.experimentKind", "custom_model_development"
 MAX_PARAM_LENGTH = 6000
 # MLflow announces creating and migrating a new SQLite store at INFO on stderr; an `error:`
 # line must stand alone there.
@@ -119,10 +123,14 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND) != RUNS_TABLE:  # made before the tag
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, RUNS_TABLE)
             return found.experiment_id
         location = (self.dir / "artifacts" / name).as_uri() if self.local else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND: RUNS_TABLE}
+            )
         except Exception:  # created meanwhile by a parallel job
             return self.client.get_experiment_by_name(name).experiment_id
 
@@ -420,6 +428,24 @@ def experiment_name(cfg: Any) -> str:
     return f"{base}_smoke" if smoke else base
 
 
+def sweep_experiment(names: Sequence[str]) -> str:
+    """The one experiment a sweep's jobs log to, under its parent run, from each job's own
+    `experiment_name`: theirs when they share it, else the words they all begin with (a sweep
+    over defenses logs ``adult_cluster_match_trim`` and ``…_sever`` jobs to
+    ``adult_cluster_match``; the report tells them apart by their settings), with ``_smoke``
+    when every job is a smoke run."""
+    if len(set(names)) == 1:
+        return names[0]
+    words = [name.split("_") for name in names]
+    common = []
+    for column in zip(*words, strict=False):
+        if len(set(column)) > 1:
+            break
+        common.append(column[0])
+    smoke = all(w[-1] == "smoke" for w in words) and common[-1:] != ["smoke"]
+    return "_".join(common + ["smoke"] * smoke) or names[0]
+
+
 def choice_tags(cfg: Any) -> dict[str, str]:
     """Hydra's runtime choices of the experiment's own groups, as ``choice.<group>`` tags."""
     from hydra.core.hydra_config import HydraConfig
@@ -479,7 +505,7 @@ def job_info(cfg: Any, path_keys: list[str]) -> JobInfo:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    experiment = experiment_name(cfg)
+    experiment = os.environ.get(EXPERIMENT_ENV) or experiment_name(cfg)
     parent = os.environ.get(PARENT_ENV)
     if parent is not None:
         choices = HydraConfig.get().runtime.choices

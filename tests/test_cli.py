@@ -107,6 +107,35 @@ def test_a_defended_run_logs_before_and_after_and_what_was_removed(tmp_path):
     assert attacked["defended_target_damage"].notna().all()
 
 
+def test_a_sweep_over_defenses_is_one_experiment_its_runs_table_and_report_tell_them_apart(
+    tmp_path,
+):
+    """`-m defense=none,trim`: every job under the sweep's parent in one experiment (MLflow's
+    runs table compares them), which opens on the runs table; the report still shows the
+    TRIM jobs' defended columns, and only theirs."""
+    mlruns = tmp_path / "mlruns"
+    args = ("-m", *QUICK, "defense=none,trim", f"tracking.dir={mlruns}")
+    done = subpop(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (experiment,) = client(mlruns).search_experiments(filter_string="name = 'smoke_adult'")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    found = runs(mlruns)
+    (parent,) = by_role(found, "sweep")
+    children = by_role(found, "job")
+    assert {r.info.experiment_id for r in found} == {experiment.experiment_id}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert sorted(r.data.tags["choice.defense"] for r in children) == ["none", "trim"]
+
+    out = tmp_path / "report.md"
+    done = subpop(
+        "report", "--tracking-dir", str(mlruns), "--out", str(out), "--paper", "", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    overview = out.read_text().split("## Defenses side by side")[1].split("\n## ")[0]
+    rows = [[c.strip() for c in line.split("|")[1:3]] for line in overview.splitlines()]
+    assert ["smoke_adult", "trim"] in rows and ["smoke_adult", "none"] not in rows
+
+
 def test_multirun_makes_one_closed_parent_named_by_its_axes_then_report(tmp_path):
     mlruns = tmp_path / "mlruns"
     done = subpop("-m", *QUICK, "attack.alpha=0.5,2", f"tracking.dir={mlruns}", cwd=tmp_path)

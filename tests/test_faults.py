@@ -265,3 +265,12 @@ def test_a_sweep_validates_every_job_before_the_first_runs(tmp_path, monkeypatch
     with pytest.raises(ConfigError, match=r"attack.alpha: got -1.0.* \(in the job .*-1"):
         main()
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlruns, multirun, .cache
+
+
+def test_experiments_open_on_the_runs_table_new_ones_and_ones_made_before(tracker):
+    """MLflow 3's UI opens an experiment without `mlflow.experimentKind` on its GenAI view."""
+    made_before = tracker.client.create_experiment("older")
+    for name in ("older", "new"):
+        experiment = tracker.client.get_experiment(tracker.experiment_id(name))
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tracker.experiment_id("older") == made_before

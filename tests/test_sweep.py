@@ -1,6 +1,7 @@
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from subpop_runner.sweep import defer_keys, in_effect, sweep_name
+from subpop_runner.tracking import sweep_experiment
 
 
 def parse(*overrides: str) -> list:
@@ -29,3 +30,13 @@ def test_a_multiruns_fixed_keys_can_be_taken_out_of_its_shared_config():
         "attack.alpha=1,2",
         "hydra.sweeper.resume=false",
     ]
+
+
+def test_a_sweeps_experiment_is_the_words_its_jobs_experiments_share():
+    assert sweep_experiment(["adult_cm", "adult_cm"]) == "adult_cm"
+    by_defense = ["adult_cluster_match", "adult_cluster_match_trim", "adult_cluster_match_sever"]
+    assert sweep_experiment(by_defense) == "adult_cluster_match"
+    # not a prefix of letters: "…_sever" and "…_spectral_signatures" share "s"
+    assert sweep_experiment(["a_b_sever", "a_b_spectral_signatures"]) == "a_b"
+    assert sweep_experiment(["a_b_smoke", "a_b_trim_smoke"]) == "a_b_smoke"
+    assert sweep_experiment(["adult", "imdb"]) == "adult"
