@@ -141,7 +141,9 @@ results-text: install
 report: install
 	$(BIN)/subpop report $(REPORT_ARGS)
 
+# MLflow 3.17 opens experiments on its GenAI view; the address below opens the runs table.
 ui: install
+	@echo "runs tables: http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --workers 1 --backend-store-uri sqlite:///$(MLFLOW_DB)
 
