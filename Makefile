@@ -110,12 +110,15 @@ results-adult: install
 
 # docs/results/adult_reference.md: the batched MLP against scikit-learn's MLPClassifier fitted
 # one victim at a time, on the same subpopulations and poison sets (Tables 2 and 5 at α=1).
-REF := adult_mlp_cluster_match_label_flip adult_sklearn_mlp_cluster_match_label_flip
-REF_FM := adult_mlp_feature_match_label_flip adult_sklearn_mlp_feature_match_label_flip
+# Each sweep logs both learners to one experiment, named after it; --compare picks each by its
+# model choice.
+REF := $(foreach m,mlp sklearn_mlp,adult_reference_cluster_match:model=$(m))
+REF_FM := $(foreach m,mlp sklearn_mlp,adult_reference_feature_match:model=$(m))
 results-adult-reference: install
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_reference_feature_match $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_reference_cluster_match $(ARGS)
-	$(BIN)/subpop report $(foreach e,$(REF) $(REF_FM),-e $(e)) --compare $(REF) --compare $(REF_FM) \
+	$(BIN)/subpop report -e adult_reference_cluster_match -e adult_reference_feature_match \
+	  --compare $(REF) --compare $(REF_FM) \
 	  --out docs/results/adult_reference.md --notes docs/results/adult_reference_notes.md
 
 # docs/results/images.md: the Fashion-MNIST runs (Conv, its layer study, EfficientNet-Lite0 LL
@@ -160,10 +163,10 @@ mlflow-server: install
 # Fashion-MNIST (EfficientNet-Lite0 LL), AC and SS on IMDB BERT-LL (the 9-cluster CPU preset),
 # fine-pruning's holdout sweep, Figure 2; the defense cost on the Adult grid, from scratch and
 # with warm-started rounds (TRIM, SEVER), into docs/performance_defenses.md.
-# Hours on 2 cores.
-DEFENDED := $(foreach d,trim sever activation_clustering spectral_signatures,\
-  -e adult_cluster_match_$(d) -e imdb_minilm_head_$(d) -e fashion_mnist_efficientnet_ll_$(d)) \
-  -e imdb_minilm_ll_activation_clustering -e imdb_minilm_ll_spectral_signatures \
+# Hours on 2 cores. A sweep over defenses logs to one experiment named after its sweep file; a
+# sweep of one defense to its setting's name with the defense's appended.
+DEFENDED := -e adult_defenses -e imdb_minilm_head_defenses -e fashion_mnist_efficientnet_ll_defenses \
+  -e imdb_minilm_ll_defenses \
   -e fashion_mnist_efficientnet_ll_fine_pruning -e fashion_mnist_efficientnet_ll_certified \
   -e adult_cluster_match_knn_sanitization
 # The defenses that retrain in rounds and can start warm: those whose config has warm_start.
@@ -189,9 +192,9 @@ results-defenses: install data-fashion-mnist
 # docs/results/attacks.md: label flipping, GO and INF side by side (paper Table 8's shape) on
 # Adult (MLP) and Fashion-MNIST (EfficientNet-Lite0 LL), TRIM against LF and GO poisons on
 # Adult; the time per attack into docs/performance_attacks.md. Hours on 2 cores.
-ATTACKED := $(foreach a,label_flip gradient_optimization influence,\
-  -e adult_mlp_cluster_match_$(a) -e fashion_mnist_efficientnet_ll_cluster_match_$(a)) \
-  -e adult_mlp_cluster_match_label_flip_trim -e adult_mlp_cluster_match_gradient_optimization_trim
+# (each sweep over attacks logs to one experiment named after its sweep file)
+ATTACKED := -e adult_attacks -e fashion_mnist_efficientnet_ll_attacks \
+  -e fashion_mnist_efficientnet_ll_attacks_epsilon -e adult_attacks_trim
 results-attacks: install data-fashion-mnist
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_attacks $(ARGS)
 	$(BIN)/subpop --multirun --config-dir sweeps --config-name adult_attacks_trim $(ARGS)

@@ -23,9 +23,11 @@ from subpop_runner.intervals import interval
 from subpop_runner.report import latest_per_job, markdown, options
 from subpop_runner.tracking import Tracker
 
+# The sweeps over attacks: each logs its attacks to one experiment named after its file.
 SETTINGS = {
-    "adult_mlp_cluster_match": "UCI Adult, MLP",
-    "fashion_mnist_efficientnet_ll_cluster_match": "Fashion-MNIST, EfficientNet-Lite0 LL",
+    "adult_attacks": "UCI Adult, MLP",
+    "fashion_mnist_efficientnet_ll_attacks": "Fashion-MNIST, EfficientNet-Lite0 LL",
+    "fashion_mnist_efficientnet_ll_attacks_epsilon": "Fashion-MNIST, EfficientNet-Lite0 LL",
 }
 
 
@@ -38,12 +40,14 @@ def main() -> None:
     tracker = Tracker(uri=None, dir=args.tracking_dir)
     known = set(tracker.experiments_with_jobs())
     rows = []
-    for prefix, setting in SETTINGS.items():
-        for attack in options("attack"):  # those with runs of this setting in the store
-            name = f"{prefix}_{attack}"
-            if name not in known:
+    for experiment, setting in SETTINGS.items():
+        if experiment not in known:
+            continue
+        everything, _ = latest_per_job(tracker.job_runs(experiment))
+        for attack in options("attack"):  # those with runs in this experiment
+            runs = everything[everything["tags.choice.attack"] == attack]
+            if runs.empty:
                 continue
-            runs, _ = latest_per_job(tracker.job_runs(name))
             runs = runs.assign(
                 per_attack=runs["metrics.attack_seconds"] / runs["metrics.subpops/attacked"],
                 alpha=runs["params.attack.alpha"].astype(float),
@@ -56,7 +60,7 @@ def main() -> None:
                     {
                         "data, model": setting,
                         "attack": attack,
-                        "ε (images)": f"{epsilon:.3g}" if "mnist" in prefix else "–",
+                        "ε (images)": f"{epsilon:.3g}" if "mnist" in experiment else "–",
                         "α": f"{alpha:g}",
                         "seconds per attack": f"{mean:.1f} ± {half:.1f} (n={n})",
                         "poisons per attack": f"{group['poisons'].mean():.0f}",

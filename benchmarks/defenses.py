@@ -91,11 +91,14 @@ def main() -> None:
     tracker = Tracker(uri=None, dir=args.tracking_dir)
     warm_tracker = Tracker(uri=None, dir=args.warm_tracking_dir or args.tracking_dir)
     scratch_rows, warm_rows, paired_rows = [], [], []
-    known = set(tracker.experiments_with_jobs())
+    # sweeps/adult_defenses.yaml logs every defense to one experiment, named after it.
+    if "adult_defenses" not in tracker.experiments_with_jobs():
+        raise SystemExit(f"no runs of sweeps/adult_defenses.yaml in {tracker.uri}")
+    everything, _ = latest_per_job(tracker.job_runs("adult_defenses"))
     for defense, config in options("defense").items():
-        if f"adult_cluster_match_{defense}" not in known:
+        scratch = everything[everything["tags.choice.defense"] == defense]
+        if scratch.empty:
             continue  # defense=none, or a defense without Adult grid runs in this store
-        scratch, _ = latest_per_job(tracker.job_runs(f"adult_cluster_match_{defense}"))
         scratch_rows.append(cost_row(defense, grid_ratios(scratch)))
         if warm_capable(config):
             warm, _ = latest_per_job(warm_tracker.job_runs(f"adult_cluster_match_{defense}_warm"))

@@ -506,11 +506,47 @@ COMPARED = {
 }
 
 
-def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
+@dataclass(frozen=True)
+class Side:
+    """One side of ``--compare``: an experiment's runs, or, written ``EXPERIMENT:GROUP=OPTION``,
+    those of its runs that chose ``OPTION`` in config group ``GROUP`` (tag ``choice.GROUP``):
+    a sweep over learners, defenses or attacks logs them all to one experiment."""
+
+    experiment: str
+    group: str | None = None
+    option: str | None = None
+
+    def __str__(self) -> str:
+        return self.experiment + (f":{self.group}={self.option}" if self.group else "")
+
+    def runs(self, runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        found = runs[self.experiment]
+        if self.group is None:
+            return found
+        tag = f"tags.choice.{self.group}"
+        return found[found[tag] == self.option] if tag in found else found.iloc[:0]
+
+
+def side(text: str) -> Side:
+    """``--compare``'s ``EXPERIMENT`` or ``EXPERIMENT:GROUP=OPTION``."""
+    experiment, colon, choice = text.partition(":")
+    group, equals, option = choice.partition("=")
+    if colon and not (equals and group and option) or not experiment:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not EXPERIMENT or EXPERIMENT:GROUP=OPTION (e.g. "
+            "adult_reference_cluster_match:model=sklearn_mlp)"
+        )
+    return Side(experiment, group or None, option or None)
+
+
+def comparison(baseline: Side, other: Side, runs: dict[str, pd.DataFrame]) -> str:
     """``other − baseline``, paired per seed and α (the same split, subpopulations and poison
     draws where the two differ only in what is compared: a learner, a defense, an attack)."""
     both = pd.concat(
-        [normalise(latest_per_job(runs[name])[0]).assign(side=name) for name in (baseline, other)]
+        [
+            normalise(latest_per_job(chosen.runs(runs))[0]).assign(side=str(chosen))
+            for chosen in (baseline, other)
+        ]
     )
     alpha = both[ALPHA].astype(float)
     worst_k = {f"worst-{k} target damage": k for k in WORST_K}
@@ -518,7 +554,7 @@ def comparison(baseline: str, other: str, runs: dict[str, pd.DataFrame]) -> str:
         paired_table(
             both[alpha == a],
             both.loc[alpha == a, "side"],
-            [(f"α={a:g}", baseline, other)],
+            [(f"α={a:g}", str(baseline), str(other))],
             COMPARED,
             [SEED],
             worst_k,
@@ -768,8 +804,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         nargs=2,
         action="append",
         default=[],
+        type=side,
         metavar=("BASELINE", "OTHER"),
-        help="paired per-seed differences OTHER − BASELINE of two experiments (repeatable)",
+        help="paired per-seed differences OTHER − BASELINE of two experiments, or of two "
+        "choices in one, EXPERIMENT:GROUP=OPTION (e.g. adult_defenses:defense=trim; repeatable)",
     )
     parser.add_argument(
         "--paper",
@@ -807,9 +845,10 @@ def job_runs(args: argparse.Namespace) -> tuple[Tracker, dict[str, pd.DataFrame]
     for baseline, other in args.compare:
         if baseline == other:
             raise ConfigError(
-                f"--compare: compares {baseline!r} with itself; name two different experiments"
+                f"--compare: compares {str(baseline)!r} with itself; name two different "
+                "experiments or choices"
             )
-    compared = [name for pair in args.compare for name in pair]
+    compared = [chosen.experiment for pair in args.compare for chosen in pair]
     named = [("--experiment", e) for e in args.experiment or []]
     for option, name in [*named, *(("--compare", e) for e in compared)]:
         if name not in available:
@@ -827,7 +866,16 @@ def job_runs(args: argparse.Namespace) -> tuple[Tracker, dict[str, pd.DataFrame]
             "experiment first"
         )
     experiments = [*experiments, *(e for e in dict.fromkeys(compared) if e not in experiments)]
-    return tracker, {e: tracker.job_runs(e) for e in experiments}
+    runs = {e: tracker.job_runs(e) for e in experiments}
+    for chosen in (c for pair in args.compare for c in pair if c.group is not None):
+        if chosen.runs(runs).empty:
+            found = runs[chosen.experiment].get(f"tags.choice.{chosen.group}", pd.Series())
+            valid = ", ".join(sorted(found.dropna().unique())) or "none"
+            raise ConfigError(
+                f"--compare: no runs of {chosen.experiment!r} chose {chosen.group}="
+                f"{chosen.option}; valid options of {chosen.group} there: {valid}"
+            )
+    return tracker, runs
 
 
 def main(argv: list[str]) -> None:

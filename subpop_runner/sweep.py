@@ -76,7 +76,9 @@ def run_sweep(sweeper: Any, arguments: list[str]) -> list:
     sweep_dir = Path(hydra_cfg.sweep.dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
-    experiment = sweep_experiment([experiment_name(c) for c in configs])
+    experiment = sweep_experiment(
+        [experiment_name(c) for c in configs], sweeper.config.hydra.job.config_name
+    )
     parent = tracker.start_sweep(
         experiment,
         sweep_name(hydra_cfg.job.config_name, parsed),

@@ -428,21 +428,25 @@ def experiment_name(cfg: Any) -> str:
     return f"{base}_smoke" if smoke else base
 
 
-def sweep_experiment(names: Sequence[str]) -> str:
+def sweep_experiment(names: Sequence[str], config_name: str) -> str:
     """The one experiment a sweep's jobs log to, under its parent run, from each job's own
-    `experiment_name`: theirs when they share it, else the words they all begin with (a sweep
-    over defenses logs ``adult_cluster_match_trim`` and ``…_sever`` jobs to
-    ``adult_cluster_match``; the report tells them apart by their settings), with ``_smoke``
-    when every job is a smoke run."""
+    `experiment_name`: theirs when they share it; else the sweep file's name
+    (``sweeps/adult_defenses.yaml`` over four defenses logs to ``adult_defenses``), or, for a
+    sweep of the command line alone, the words the names share (``-m defense=none,trim`` on
+    ``adult_cluster_match`` logs there); ``_smoke`` kept when every job is a smoke run. The
+    report tells the jobs apart by their settings."""
     if len(set(names)) == 1:
         return names[0]
     words = [name.split("_") for name in names]
+    smoke = all(w[-1] == "smoke" for w in words)
+    if config_name != "config":
+        return f"{config_name}_smoke" if smoke else config_name
     common = []
     for column in zip(*words, strict=False):
         if len(set(column)) > 1:
             break
         common.append(column[0])
-    smoke = all(w[-1] == "smoke" for w in words) and common[-1:] != ["smoke"]
+    smoke = smoke and common[-1:] != ["smoke"]
     return "_".join(common + ["smoke"] * smoke) or names[0]
 
 

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from subpop_runner.errors import ConfigError
 from subpop_runner.intervals import prediction_interval
 from subpop_runner.report import (
+    Side,
     alpha_differences,
     attack_labels,
     attack_rows,
@@ -97,12 +98,15 @@ def job(
     status: str = "FINISHED",
     attacked: float = 10.0,
     job_key: str | None = None,
+    choices: dict[str, str] | None = None,
 ) -> None:
-    """A job run logged as pipeline.run logs one: str params, `summarize`'s metric keys; the
-    clean accuracy differs by seed (0.80, 0.85, 0.90), as real seeds' do."""
+    """A job run logged as pipeline.run logs one: str params, `summarize`'s metric keys, Hydra's
+    ``choices`` as ``choice.*`` tags; the clean accuracy differs by seed (0.80, 0.85, 0.90), as
+    real seeds' do."""
     found = client.get_experiment_by_name(experiment)
     eid = found.experiment_id if found else client.create_experiment(experiment)
     tags = {"subpop.role": "job"} | ({"subpop.job_key": job_key} if job_key else {})
+    tags |= {f"choice.{group}": option for group, option in (choices or {}).items()}
     run = client.create_run(eid, tags=tags)
     clean = 0.80 + 0.05 * int(params.get("seed", 0))
     metrics = {"clean_accuracy": clean, "collateral_damage/worst5": damage / 10}
@@ -524,6 +528,18 @@ def test_two_experiments_are_compared_paired_by_seed(tmp_path, client):
     assert "| clean accuracy         | 0.000 ± 0.000 (n=3)   |" in section
 
 
+def test_two_choices_of_one_sweeps_experiment_are_compared_paired_by_seed(tmp_path, client):
+    """A sweep over learners logs both to one experiment: ``EXPERIMENT:GROUP=OPTION`` picks
+    each side by its choice tag."""
+    for seed, damage in SEED_DAMAGE.items():
+        params = {"attack.alpha": "1", "seed": str(seed)}
+        job(client, "both", params | {"model.x": "1"}, damage, choices={"model": "mlp"})
+        job(client, "both", params | {"model.x": "2"}, damage + 0.05, choices={"model": "ref"})
+    text = report(tmp_path, "--compare", "both:model=mlp", "both:model=ref")
+    section = text.split("## both:model=ref − both:model=mlp")[1]
+    assert "| worst-1 target damage  | 0.050 ± 0.000 (n=3) * |" in section
+
+
 def test_one_spelling_per_value_and_none_for_a_missing_one():
     assert canonical(1) == canonical("1.0") == canonical(1.0) == canonical("1") == "1"
     assert canonical(0.1 + 0.2) == "0.3" and canonical("1e-3") == "0.001"
@@ -923,7 +939,7 @@ def test_a_comparison_is_a_table_per_alpha_with_worst_k_over_fewer_marked():
             }
         )
 
-    text = comparison("lf", "go", {"lf": runs(0.0), "go": runs(0.05)})
+    text = comparison(Side("lf"), Side("go"), {"lf": runs(0.0), "go": runs(0.05)})
     assert text.startswith("## go − lf\n")
     heading, blank, caption, blank_too = text.splitlines()[:4]
     assert blank == blank_too == "" and text.endswith("|\n")
@@ -982,6 +998,10 @@ def two_experiments(tmp_path, client, monkeypatch) -> set[Path]:
         (["--paper", "none.yaml"], "error: --paper: cannot read none.yaml (No such file"),
         (["--paper", "mlruns/mlflow.db"], "error: --paper: cannot read mlruns/mlflow.db"),
         (["--compare", "adult_a"], "error: --compare: expected 2 arguments; see subpop report"),
+        (
+            ["--compare", "adult_a:seed", "adult_b"],
+            "error: --compare: 'adult_a:seed' is not EXPERIMENT or EXPERIMENT:GROUP=OPTION",
+        ),
         (["--bogus"], "error: --bogus: no such option; see subpop report --help"),
     ],
 )
@@ -1013,6 +1033,11 @@ def test_paper_numbers_lacking_what_the_tables_read_are_refused(
         (["-e", "crashed"], r"--experiment: 'crashed' has no finished job runs at .*; valid: "),
         (["--compare", "adult_a", "adult_a"], "--compare: compares 'adult_a' with itself; name "),
         (["--compare", "adult_a", "nope"], r"--compare: no experiment 'nope' at .*; valid: "),
+        (["--compare", "adult_a", "nope:model=mlp"], r"--compare: no experiment 'nope' at "),
+        (
+            ["--compare", "adult_a", "adult_a:model=mlp"],
+            r"--compare: no runs of 'adult_a' chose model=mlp; valid options of model there: none",
+        ),
         (
             ["--tracking-uri", "http://127.0.0.1:9"],
             r"--tracking-uri: cannot reach .*; start the server .* leave --tracking-uri out",

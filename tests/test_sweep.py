@@ -32,11 +32,16 @@ def test_a_multiruns_fixed_keys_can_be_taken_out_of_its_shared_config():
     ]
 
 
-def test_a_sweeps_experiment_is_the_words_its_jobs_experiments_share():
-    assert sweep_experiment(["adult_cm", "adult_cm"]) == "adult_cm"
+def test_a_sweeps_experiment_is_its_jobs_own_its_files_name_or_the_words_they_share():
+    assert sweep_experiment(["adult_cm", "adult_cm"], "adult_table5") == "adult_cm"
+    by_defense = ["adult_cluster_match_trim", "adult_cluster_match_sever"]
+    assert sweep_experiment(by_defense, "adult_defenses") == "adult_defenses"
+    smoke = ["adult_cluster_match_trim_smoke", "adult_cluster_match_sever_smoke"]
+    assert sweep_experiment(smoke, "adult_defenses") == "adult_defenses_smoke"
+    # from the command line alone (Hydra's config name `config`): the words they share, not
+    # a prefix of letters ("…_sever" and "…_spectral_signatures" share an "s")
     by_defense = ["adult_cluster_match", "adult_cluster_match_trim", "adult_cluster_match_sever"]
-    assert sweep_experiment(by_defense) == "adult_cluster_match"
-    # not a prefix of letters: "…_sever" and "…_spectral_signatures" share "s"
-    assert sweep_experiment(["a_b_sever", "a_b_spectral_signatures"]) == "a_b"
-    assert sweep_experiment(["a_b_smoke", "a_b_trim_smoke"]) == "a_b_smoke"
-    assert sweep_experiment(["adult", "imdb"]) == "adult"
+    assert sweep_experiment(by_defense, "config") == "adult_cluster_match"
+    assert sweep_experiment(["a_b_sever", "a_b_spectral_signatures"], "config") == "a_b"
+    assert sweep_experiment(["a_b_smoke", "a_b_trim_smoke"], "config") == "a_b_smoke"
+    assert sweep_experiment(["adult", "imdb"], "config") == "adult"
