@@ -141,3 +141,13 @@ def test_an_attack_needing_gradients_names_the_model_that_has_none():
     with pytest.raises(ConfigError, match="no gradients"):
         GradientOptimization().check(Splits2D(), declared())  # one that declares none
     GradientOptimization().check(Splits2D(), declared(gradients=True))
+
+
+def test_a_subpopulation_with_one_poison_point_is_moved_like_the_others():
+    """S_C's one target (5, 5) and one poison (1, 1), both of label 0."""
+    one = [POISONS[0], POISONS[1], PoisonSet(2, np.ones((1, 2), np.float32), [0], [4])]
+    domain = InputDomain(torch.full((2,), -10.0), torch.full((2,), 10.0))
+    result = GradientOptimization(steps=1, lr=0.1).optimize(one, SUBPOPS, ZeroHead(), AUX, domain)
+    trace = result.trace[result.trace["subpop_id"] == 2]
+    np.testing.assert_allclose(trace["objective"].iloc[0], objective([1, 1], [5, 5]), rtol=1e-6)
+    np.testing.assert_allclose(result.poison_sets[2].x, [[1.1, 1.1]], rtol=1e-6)

@@ -164,3 +164,11 @@ def test_the_settings_every_optimised_attack_shares_reach_influence():
         0.01,
         3,
     )
+
+
+def test_conjugate_gradients_stop_where_the_hessian_is_not_positive():
+    """A Hessian made negative (damping −10 here) curves no direction up: CG stops before its
+    first step and returns the zero start, not a step along a direction of negative curvature."""
+    attack = Influence(damping=-10.0, exact_max=0, cg_iterations=5)
+    got = attack.inverse_hessian_product(Head(logistic()), THETA, (X, Y), torch.ones(3))
+    assert torch.equal(got, torch.zeros(3))

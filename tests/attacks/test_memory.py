@@ -18,6 +18,7 @@ from subpop_runner.attacks.memory import (
     available_memory,
     cgroup_memory,
     check_memory,
+    machine_memory,
 )
 from subpop_runner.errors import ConfigError
 from tests.test_cli import QUICK, command, error_lines, runs
@@ -146,3 +147,59 @@ def test_a_real_address_space_limit_is_one_error_line_naming_it(tmp_path):
     assert "this process may still allocate under its address-space limit (ulimit -v)" in line
     (run,) = runs(mlruns, "smoke_adult")
     assert run.info.status == "FAILED"  # found inside the run: the run says why
+
+
+def test_the_machine_offers_what_is_available_else_all_its_ram(tmp_path, monkeypatch):
+    proc = fake_proc(tmp_path / "proc", "0::/\n", free_kib=3 * 2**20)
+    assert machine_memory(proc) == Memory(3 * GIB, "of memory available here")
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    (proc / "meminfo").write_text("MemTotal: 1 kB\n")  # a kernel without MemAvailable
+    assert machine_memory(proc) == Memory(ram, "of memory this machine has")
+    assert machine_memory(tmp_path / "no proc") == Memory(ram, "of memory this machine has")
+    # the machine's free memory is the limit when it is the tightest
+    (proc / "meminfo").write_text("MemAvailable: 1048576 kB\n")
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: unlimited)
+    tightest = available_memory(proc, tmp_path / "no cgroup")
+    assert tightest == Memory(GIB, "of memory available here")
+
+
+def test_cgroup_lines_with_colons_in_the_path_several_controllers_and_both_versions(tmp_path):
+    """A hybrid host: v1's memory controller shares its line with another, the v2 path holds
+    a colon; both hierarchies' limits count, the v2 one (1 GiB left) and v1's (2 GiB left)."""
+    lines = "6:cpuacct,memory:/v1job\n0::/a:b\n"
+    proc = fake_proc(tmp_path / "proc", lines)
+    sys_cgroup = tmp_path / "cgroup"
+    cgroup_files(sys_cgroup / "a:b", memory_max=2 * GIB, memory_current=GIB)
+    v1 = sys_cgroup / "memory" / "v1job"
+    cgroup_files(v1, memory_limit_in_bytes=3 * GIB, memory_usage_in_bytes=GIB)
+    assert sorted(m.left for m in cgroup_memory(proc, sys_cgroup)) == [GIB, 2 * GIB]
+
+
+def test_a_cgroup_outside_this_namespace_reads_the_mount_only(tmp_path):
+    """``0::/../sibling`` names a folder above the mount: nothing under it is read."""
+    proc = fake_proc(tmp_path / "proc", "0::/../sibling\n")
+    sys_cgroup = tmp_path / "cgroup"
+    cgroup_files(sys_cgroup, memory_max=4 * GIB, memory_current=GIB)
+    cgroup_files(tmp_path / "sibling", memory_max=GIB, memory_current=0)
+    assert [m.left for m in cgroup_memory(proc, sys_cgroup)] == [3 * GIB]
+
+
+def test_usage_over_its_limit_leaves_nothing_and_no_status_file_maps_nothing(tmp_path):
+    proc = fake_proc(tmp_path / "proc", "0::/\n")
+    sys_cgroup = tmp_path / "cgroup"
+    cgroup_files(sys_cgroup, memory_max=GIB, memory_current=2 * GIB)
+    assert [m.left for m in cgroup_memory(proc, sys_cgroup)] == [0]
+    (proc / "self" / "status").unlink()
+    assert address_space_left(3 * GIB, proc).left == 3 * GIB
+
+
+def test_poison_that_fills_the_memory_left_exactly_is_allowed(monkeypatch):
+    monkeypatch.setattr(memory, "available_memory", lambda: Memory(3 * GIB, "free"))
+    check_memory([2**20] * 3, row_bytes=1024, memory_mb=2**11)  # 3 GiB: fits, no error
+    monkeypatch.setattr(memory, "available_memory", lambda: Memory(3 * GIB - 1, "free"))
+    with pytest.raises(ConfigError, match=r"attack fewer subpopulations \(selector.take\)$"):
+        check_memory([2**20] * 3, row_bytes=1024, memory_mb=2**11)
+    # one victim's poisons beyond the chunk budget name the setting that raises it
+    with pytest.raises(ConfigError, match=r"lower attack.alpha, or raise training.memory_mb$"):
+        check_memory([2**20], row_bytes=1024, memory_mb=1023)
