@@ -18,6 +18,14 @@ def test_a_poison_set_keeps_what_a_mask_keeps_with_its_provenance():
     assert kept.y.tolist() == [0, 1] and kept.source_index.tolist() == [7, 9]
 
 
+def test_rows_a_defense_relabeled_join_a_poison_set_from_no_aux_row():
+    poison = PoisonSet(4, np.arange(4, dtype=np.float32).reshape(2, 2), np.array([0, 1]), [7, 8])
+    joined = poison.and_rows(np.array([[9.0, 9.5]]), np.array([1]))
+    assert joined.subpop_id == 4 and joined.x.dtype == np.float32
+    assert joined.x.tolist() == [[0.0, 1.0], [2.0, 3.0], [9.0, 9.5]]
+    assert joined.y.tolist() == [0, 1, 1] and joined.source_index.tolist() == [7, 8, -1]
+
+
 def test_no_poison_is_an_empty_set_of_the_inputs_shape():
     empty = PoisonSet.empty((1, 2, 3))
     assert empty.subpop_id == -1 and len(empty) == 0
