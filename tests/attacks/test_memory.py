@@ -167,9 +167,9 @@ def test_the_machine_offers_what_is_available_else_all_its_ram(tmp_path, monkeyp
 
 
 def test_cgroup_lines_with_colons_in_the_path_several_controllers_and_both_versions(tmp_path):
-    """A hybrid host: v1's memory controller shares its line with another, the v2 path holds
-    a colon; both hierarchies' limits count, the v2 one (1 GiB left) and v1's (2 GiB left)."""
-    lines = "6:cpuacct,memory:/v1job\n0::/a:b\n"
+    """A hybrid host: the v2 path holds a colon, v1's memory controller shares its line with
+    another; both hierarchies' limits count, the v2 one (1 GiB left) and v1's (2 GiB left)."""
+    lines = "0::/a:b\n6:cpuacct,memory:/v1job\n"
     proc = fake_proc(tmp_path / "proc", lines)
     sys_cgroup = tmp_path / "cgroup"
     cgroup_files(sys_cgroup / "a:b", memory_max=2 * GIB, memory_current=GIB)
