@@ -679,6 +679,39 @@ def test_defended_experiments_sit_side_by_side_per_alpha_and_undefended_ones_not
     assert defenses_overview({"adult": plain}) is None
 
 
+def test_a_sweeps_experiment_gives_a_row_per_defense_after_an_undefended_experiment():
+    """One experiment holding a sweep over defenses (its undefended jobs have no defended
+    columns), read after an experiment with no defended run at all; then the caption."""
+    plain = pd.DataFrame({"params.attack.alpha": ["1"], "metrics.target_damage/worst5": [0.3]})
+    swept = pd.concat(
+        [
+            defended_runs("1").assign(**{"tags.choice.defense": "trim"}),
+            defended_runs("1", gain=0.1).assign(**{"tags.choice.defense": "sever"}),
+            plain.assign(**{"tags.choice.defense": "none"}),
+        ],
+        ignore_index=True,
+    )
+    text = defenses_overview({"adult": plain, "adult_defenses": swept})
+    (rows,) = markdown_tables(text)
+    assert [(r["experiment"], r["defense"], r["α"]) for r in rows] == [
+        ("adult_defenses", "sever", "1"),
+        ("adult_defenses", "trim", "1"),
+    ]
+    assert [r["worst-5 before"] for r in rows] == ["0.410 ± 0.025 (n=3)", "0.310 ± 0.025 (n=3)"]
+    assert text.split("\n")[2] == (
+        "Per defended experiment and α, over the 5 subpopulations the attack damaged most "
+        "without the defense (the paper's Table 11 and 12 columns). Before: the undefended "
+        "victim; after: the defended victim of the same seed, subpopulation and poisons, "
+        "both against the same clean victim; their difference is paired per run "
+        "(* excludes 0). Poison found: the share of the poisons removed (recall); "
+        "precision: the share of the removed rows that were poison; rows removed: of the "
+        "victim's training rows; clean removed in / outside S: the shares of the clean "
+        "training rows inside / outside the target subpopulation that were removed; "
+        "accuracy cost: clean accuracy minus the defended victims' mean test accuracy."
+    )
+    assert text.split("\n")[1] == "" and text.split("\n")[3] == ""
+
+
 def test_attacks_sit_side_by_side_with_each_optimised_attack_paired_against_label_flip():
     """Three seeds per attack at one α: GO − LF is the mean of the per-seed differences (the
     same seed's subpopulations), starred when its interval excludes 0; a setting without
