@@ -99,6 +99,7 @@ def job(
     attacked: float = 10.0,
     job_key: str | None = None,
     choices: dict[str, str] | None = None,
+    extra: dict[str, float] | None = None,
 ) -> None:
     """A job run logged as pipeline.run logs one: str params, `summarize`'s metric keys, Hydra's
     ``choices`` as ``choice.*`` tags; the clean accuracy differs by seed (0.80, 0.85, 0.90), as
@@ -113,6 +114,7 @@ def job(
     metrics |= {"subpops/attacked": attacked, "subpops/no_test_points": 0.0}
     for k in (1, 5, 10):
         metrics |= {f"target_damage/worst{k}": damage / k, f"subpop_size_aux/worst{k}": 40.0 + k}
+    metrics |= extra or {}
     client.log_batch(
         run.info.run_id,
         metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
@@ -233,6 +235,36 @@ def test_report_puts_the_paper_beside_its_setting_only(tmp_path, client):
         assert f"\n{caption}\n\n|" in k100, caption
     assert "t₀.₉₇₅,ₙ₋₁" in text and text.count("t₀.₉₇₅,ₙ₋₁") == 1
     assert (tmp_path / "reports" / "r_adult_cluster_match.png").stat().st_size > 1000
+
+
+def test_a_defended_experiment_gets_its_defense_table_and_a_missing_paper_setting_is_said(
+    tmp_path, client
+):
+    """Below the undefended tables of a defended experiment, the sentence and the defense
+    table; an experiment the paper lists whose runs never had its setting says so."""
+    defended = {
+        name: 0.1
+        for name in [
+            "defended_target_damage/worst5", "target_damage_reduction/worst5",
+            "poison_found/worst5", "poison_precision/worst5", "removed_fraction/worst5",
+            "clean_removed_in_subpop/worst5", "clean_removed_outside/worst5",
+            "defended_collateral_damage/worst5", "defended_accuracy/mean",
+            "defense_rounds/mean", "defense_seconds",
+        ]
+    }  # fmt: skip
+    for seed in range(3):
+        params = {"attack.alpha": "1", "seed": str(seed), "selector.k": "50"}
+        job(client, "adult_cluster_match", params, 0.3, extra=defended)
+    text = report(tmp_path, "-e", "adult_cluster_match")
+    section = text.split("## adult_cluster_match")[1]
+    assert (
+        "\nThe tables above are the undefended victims of these runs; with the defense:\n\n"
+        "| worst 5 (by undefended damage)" in section
+    )
+    assert "| poison found " in section and "| 0.100 ± 0.000 (n=3)" in section
+    # the paper's Table 5 row is for k=100; these runs are k=50
+    assert "\nNo runs with the setting of the paper's Table 5 (ClusterMatch, k=100) " in section
+    assert "(selector.k=100.0).\n\n" in section
 
 
 def test_report_covers_every_experiment_with_finished_jobs_in_its_own_run(tmp_path, client):
