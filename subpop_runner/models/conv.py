@@ -17,9 +17,7 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from subpop_runner.models.inputs import check_images
 from subpop_runner.models.network import Classifier, activation_at, check_layer, seeded
-from subpop_runner.types import Splits
 
 SCALES = 3
 
@@ -63,10 +61,6 @@ class Conv(Classifier):
     @property
     def classifier(self) -> nn.Linear:
         return self.dense
-
-    def check_inputs(self, splits: Splits) -> None:
-        """Images of any channel count, at least 2^3 pixels a side (three poolings)."""
-        check_images(splits, "Conv", minimum=2**SCALES, channels=None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dense(self.representation(x, "penultimate"))
